@@ -1,0 +1,124 @@
+//! The transport: routes, shared state, and per-request accounting. Handlers translate HTTP to calls on the
+//! registry and schedulers and back; they hold no model logic.
+
+pub mod body;
+pub mod error;
+mod health;
+mod infer;
+mod metadata;
+mod predict;
+mod repository;
+mod stats;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix_web::{web, HttpResponse};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::observe::metrics as m;
+use crate::repository::Registry;
+use crate::settings::{ControlMode, Settings};
+use error::ApiError;
+
+pub struct AppState {
+    pub registry: Arc<Registry>,
+    pub settings: Arc<Settings>,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    pub fn explicit(&self) -> bool {
+        self.settings.model_control_mode == ControlMode::Explicit
+    }
+}
+
+/// Every route of the server. Paths follow Triton's (`/v2/...`) plus the image endpoint under `/v1`.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(resource("/v2/health/live").route(web::get().to(health::live)))
+        .service(resource("/v2/health/ready").route(web::get().to(health::ready)))
+        .service(resource("/v2").route(web::get().to(metadata::server)))
+        .service(resource("/v2/models/stats").route(web::get().to(stats::all)))
+        .service(resource("/v2/models/{model}").route(web::get().to(metadata::model)))
+        .service(resource("/v2/models/{model}/versions/{version}").route(web::get().to(metadata::model)))
+        .service(resource("/v2/models/{model}/ready").route(web::get().to(metadata::ready)))
+        .service(resource("/v2/models/{model}/versions/{version}/ready").route(web::get().to(metadata::ready)))
+        .service(resource("/v2/models/{model}/config").route(web::get().to(metadata::config)))
+        .service(resource("/v2/models/{model}/versions/{version}/config").route(web::get().to(metadata::config)))
+        .service(resource("/v2/models/{model}/stats").route(web::get().to(stats::model)))
+        .service(resource("/v2/models/{model}/versions/{version}/stats").route(web::get().to(stats::model)))
+        .service(resource("/v2/models/{model}/infer").route(web::post().to(infer::infer)))
+        .service(resource("/v2/models/{model}/versions/{version}/infer").route(web::post().to(infer::infer)))
+        .service(resource("/v2/repository/index").route(web::post().to(repository::index)))
+        .service(resource("/v2/repository/models/{model}/load").route(web::post().to(repository::load)))
+        .service(resource("/v2/repository/models/{model}/unload").route(web::post().to(repository::unload)))
+        .service(resource("/v1/models/{target}").route(web::post().to(predict::predict)))
+        .service(resource("/metrics").route(web::get().to(stats::prometheus)))
+        .default_service(web::to(not_found));
+}
+
+fn resource(path: &str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(method_not_allowed))
+}
+
+async fn not_found() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::NotFound("Not Found".into()))
+}
+
+async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
+    Err(ApiError::MethodNotAllowed("Method Not Allowed".into()))
+}
+
+/// Optional `/versions/{v}` segment.
+#[derive(serde::Deserialize)]
+pub struct ModelPath {
+    model: String,
+    version: Option<String>,
+}
+
+/// Counts a request in flight for the autoscaler and records its outcome when dropped, whichever way the handler
+/// leaves (including a client that disconnects mid-request).
+pub struct Accounting {
+    model: String,
+    version: String,
+    endpoint: &'static str,
+    start: Instant,
+    status: u16,
+}
+
+impl Accounting {
+    pub fn start(model: &str, endpoint: &'static str) -> Self {
+        metrics::gauge!(m::INFLIGHT, "model" => model.to_string()).increment(1.0);
+        Self { model: model.to_string(), version: String::new(), endpoint, start: Instant::now(), status: 499 }
+    }
+
+    pub fn version(&mut self, v: u64) {
+        self.version = v.to_string();
+    }
+
+    pub fn finish<T>(mut self, result: &Result<T, ApiError>) {
+        self.status = match result {
+            Ok(_) => 200,
+            Err(e) => {
+                let reason = e.reason();
+                metrics::counter!(m::FAILURES, "model" => self.model.clone(), "version" => self.version.clone(), "reason" => reason).increment(1);
+                actix_web::ResponseError::status_code(e).as_u16()
+            }
+        };
+    }
+
+    pub fn elapsed(&self) -> std::time::Duration {
+        self.start.elapsed()
+    }
+}
+
+impl Drop for Accounting {
+    fn drop(&mut self) {
+        metrics::gauge!(m::INFLIGHT, "model" => self.model.clone()).decrement(1.0);
+        let labels = [("model", self.model.clone()), ("version", self.version.clone()), ("endpoint", self.endpoint.to_string())];
+        metrics::histogram!(m::REQUEST_DURATION, &labels).record(self.start.elapsed().as_secs_f64());
+        let mut with_status = labels.to_vec();
+        with_status.push(("status", self.status.to_string()));
+        metrics::counter!(m::REQUESTS, &with_status).increment(1);
+    }
+}

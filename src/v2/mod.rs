@@ -1,0 +1,21 @@
+//! The Open Inference Protocol's inference messages: parsing a request body (JSON, or JSON header plus binary
+//! tensors) against a model's signature, and encoding the response the same two ways. Independent of HTTP so that
+//! the parser can be property-tested on raw bytes.
+
+pub mod classify;
+pub mod request;
+pub mod response;
+
+/// Everything wrong with an inference request is the client's to fix: a 400 with this message.
+#[derive(Debug, thiserror::Error, PartialEq)]
+#[error("{0}")]
+pub struct ProtocolError(pub String);
+
+impl ProtocolError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        Self(msg.into())
+    }
+}
+
+/// The header that splits a body into its JSON part and the binary tensors after it.
+pub const HEADER_LENGTH: &str = "inference-header-content-length";

@@ -1,0 +1,236 @@
+//! Parsing `POST .../infer` bodies. Every count, length and offset is checked against the model's signature and the
+//! body before use, so a malformed request is a 400 naming the tensor at fault, never a panic or an allocation
+//! the body did not pay for.
+
+use serde::Deserialize;
+use serde_json::{Map, Value};
+
+use super::ProtocolError;
+use crate::repository::config::TensorSpec;
+use crate::repository::loader::Signature;
+use crate::tensor::{binary, element_count, json, DataType, Tensor};
+
+#[derive(Debug, Deserialize)]
+struct Header {
+    #[serde(default)]
+    id: Option<String>,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    inputs: Vec<InputHeader>,
+    #[serde(default)]
+    outputs: Option<Vec<OutputHeader>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct InputHeader {
+    name: String,
+    shape: Vec<i64>,
+    datatype: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+    #[serde(default)]
+    data: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+struct OutputHeader {
+    name: String,
+    #[serde(default)]
+    parameters: Option<Map<String, Value>>,
+}
+
+/// How one requested output is to be returned.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutputRequest {
+    pub name: String,
+    pub binary: bool,
+    /// Top-N as "score:index:label" strings (classification extension).
+    pub classification: Option<usize>,
+}
+
+#[derive(Debug)]
+pub struct InferRequest {
+    pub id: Option<String>,
+    pub inputs: Vec<Tensor>,
+    /// Rows along the batch axis (1 for models that do not batch).
+    pub rows: usize,
+    pub outputs: Vec<OutputRequest>,
+}
+
+/// Parses a body whose JSON part is `json_len` bytes (`None`: the whole body is JSON).
+pub fn parse(body: &[u8], json_len: Option<usize>, sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
+    match json_len {
+        Some(0) => parse_raw(body, sig, max_batch),
+        Some(n) if n > body.len() => Err(ProtocolError::new(format!(
+            "Inference-Header-Content-Length is {n} but the body has only {} bytes",
+            body.len()
+        ))),
+        Some(n) => parse_with_binary(&body[..n], &body[n..], sig, max_batch),
+        None => parse_with_binary(body, &[], sig, max_batch),
+    }
+}
+
+fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
+    let header: Header =
+        serde_json::from_slice(json_part).map_err(|e| ProtocolError::new(format!("request JSON is invalid: {e}")))?;
+    let mut inputs = Vec::with_capacity(header.inputs.len());
+    let mut rows: Option<usize> = None;
+    for (i, input) in header.inputs.iter().enumerate() {
+        if header.inputs[..i].iter().any(|p| p.name == input.name) {
+            return Err(ProtocolError::new(format!("input '{}' is given twice", input.name)));
+        }
+        let spec = sig.inputs.iter().find(|s| s.name == input.name).ok_or_else(|| {
+            ProtocolError::new(format!("unexpected input '{}'; the model takes {}", input.name, names(&sig.inputs)))
+        })?;
+        let datatype = DataType::parse(&input.datatype)
+            .ok_or_else(|| ProtocolError::new(format!("input '{}': unknown datatype '{}'", input.name, input.datatype)))?;
+        if datatype != spec.datatype {
+            return Err(ProtocolError::new(format!(
+                "input '{}': datatype {} does not match the model's {}",
+                input.name, datatype, spec.datatype
+            )));
+        }
+        let r = check_shape(&input.name, &input.shape, spec, max_batch)?;
+        if *rows.get_or_insert(r) != r {
+            return Err(ProtocolError::new(format!("input '{}': batch size {r} differs from the other inputs'", input.name)));
+        }
+        let count = element_count(&input.shape)
+            .ok_or_else(|| ProtocolError::new(format!("input '{}': shape {:?} is too large", input.name, input.shape)))?;
+        let binary_size = binary_data_size(input)?;
+        let data = match (binary_size, &input.data) {
+            (Some(_), Some(_)) => {
+                return Err(ProtocolError::new(format!("input '{}' has both data and binary_data_size", input.name)))
+            }
+            (None, None) => return Err(ProtocolError::new(format!("input '{}' has neither data nor binary_data_size", input.name))),
+            (None, Some(value)) => json::decode(datatype, value, count)
+                .map_err(|e| ProtocolError::new(format!("input '{}': data {e}", input.name)))?,
+            (Some(size), None) => {
+                if size > binary_part.len() {
+                    return Err(ProtocolError::new(format!(
+                        "input '{}': binary_data_size {size} exceeds the {} bytes left in the body",
+                        input.name,
+                        binary_part.len()
+                    )));
+                }
+                let (bytes, rest) = binary_part.split_at(size);
+                binary_part = rest;
+                binary::decode(datatype, bytes, count)
+                    .map_err(|e| ProtocolError::new(format!("input '{}': binary data {e}", input.name)))?
+            }
+        };
+        inputs.push(Tensor { name: input.name.clone(), shape: input.shape.clone(), data });
+    }
+    if !binary_part.is_empty() {
+        return Err(ProtocolError::new(format!(
+            "{} bytes after the last binary input are not claimed by any binary_data_size",
+            binary_part.len()
+        )));
+    }
+    if let Some(missing) = sig.inputs.iter().find(|s| !header.inputs.iter().any(|i| i.name == s.name)) {
+        return Err(ProtocolError::new(format!("input '{}' is missing", missing.name)));
+    }
+    let outputs = output_requests(&header, sig)?;
+    Ok(InferRequest { id: header.id.filter(|s| !s.is_empty()), inputs, rows: rows.unwrap_or(1), outputs })
+}
+
+/// `Inference-Header-Content-Length: 0`: the body is one input's raw bytes; all outputs come back binary.
+fn parse_raw(body: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
+    let [spec] = sig.inputs.as_slice() else {
+        return Err(ProtocolError::new("a raw binary body (Inference-Header-Content-Length: 0) needs a model with exactly one input"));
+    };
+    let row_elems = element_count(&spec.dims)
+        .filter(|_| spec.dims.iter().all(|&d| d > 0))
+        .ok_or_else(|| ProtocolError::new("a raw binary body needs an input with fixed dimensions"))?;
+    let size = spec.datatype.size().ok_or_else(|| ProtocolError::new("a raw binary body cannot carry BYTES"))?;
+    let row_bytes = row_elems * size;
+    let rows = if max_batch > 0 { body.len() / row_bytes.max(1) } else { 1 };
+    if body.is_empty() || rows * row_bytes != body.len() || (max_batch > 0 && rows > max_batch) {
+        return Err(ProtocolError::new(format!(
+            "raw body of {} bytes is not a whole number (1..={}) of {row_bytes}-byte rows of input '{}'",
+            body.len(),
+            max_batch.max(1),
+            spec.name
+        )));
+    }
+    let mut shape = spec.dims.clone();
+    if max_batch > 0 {
+        shape.insert(0, rows as i64);
+    }
+    let data = binary::decode(spec.datatype, body, rows * row_elems).map_err(|e| ProtocolError::new(e.to_string()))?;
+    let outputs = sig.outputs.iter().map(|o| OutputRequest { name: o.name.clone(), binary: true, classification: None }).collect();
+    Ok(InferRequest { id: None, inputs: vec![Tensor { name: spec.name.clone(), shape, data }], rows, outputs })
+}
+
+/// Returns the batch rows the shape carries.
+fn check_shape(name: &str, shape: &[i64], spec: &TensorSpec, max_batch: usize) -> Result<usize, ProtocolError> {
+    let (rows, rest) = if max_batch > 0 {
+        match shape.split_first() {
+            Some((&r, rest)) if r >= 1 && r as usize <= max_batch => (r as usize, rest),
+            Some((&r, _)) => {
+                return Err(ProtocolError::new(format!("input '{name}': batch size {r} is outside 1..={max_batch}")))
+            }
+            None => return Err(ProtocolError::new(format!("input '{name}': shape is empty but the model batches"))),
+        }
+    } else {
+        (1, shape)
+    };
+    let fits = rest.len() == spec.dims.len() && rest.iter().zip(&spec.dims).all(|(&got, &want)| got >= 0 && (want < 0 || got == want));
+    if !fits {
+        let mut expected: Vec<i64> = spec.dims.clone();
+        if max_batch > 0 {
+            expected.insert(0, -1);
+        }
+        return Err(ProtocolError::new(format!("input '{name}': shape {shape:?} does not match the model's {expected:?}")));
+    }
+    Ok(rows)
+}
+
+fn binary_data_size(input: &InputHeader) -> Result<Option<usize>, ProtocolError> {
+    match input.parameters.as_ref().and_then(|p| p.get("binary_data_size")) {
+        None => Ok(None),
+        Some(v) => v
+            .as_u64()
+            .and_then(|n| usize::try_from(n).ok())
+            .map(Some)
+            .ok_or_else(|| ProtocolError::new(format!("input '{}': binary_data_size must be a non-negative integer", input.name))),
+    }
+}
+
+fn output_requests(header: &Header, sig: &Signature) -> Result<Vec<OutputRequest>, ProtocolError> {
+    let default_binary = match header.parameters.as_ref().and_then(|p| p.get("binary_data_output")) {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ProtocolError::new("parameters.binary_data_output must be a boolean")),
+    };
+    let Some(requested) = &header.outputs else {
+        return Ok(sig.outputs.iter().map(|o| OutputRequest { name: o.name.clone(), binary: default_binary, classification: None }).collect());
+    };
+    requested
+        .iter()
+        .map(|o| {
+            if !sig.outputs.iter().any(|s| s.name == o.name) {
+                return Err(ProtocolError::new(format!("unexpected output '{}'; the model has {}", o.name, names(&sig.outputs))));
+            }
+            let params = o.parameters.as_ref();
+            let binary = match params.and_then(|p| p.get("binary_data")) {
+                None => default_binary,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(ProtocolError::new(format!("output '{}': binary_data must be a boolean", o.name))),
+            };
+            let classification = match params.and_then(|p| p.get("classification")) {
+                None => None,
+                Some(v) => Some(v.as_u64().filter(|&n| n >= 1).map(|n| n as usize).ok_or_else(|| {
+                    ProtocolError::new(format!("output '{}': classification must be a positive integer", o.name))
+                })?),
+            };
+            Ok(OutputRequest { name: o.name.clone(), binary, classification })
+        })
+        .collect()
+}
+
+fn names(specs: &[TensorSpec]) -> String {
+    specs.iter().map(|s| format!("'{}'", s.name)).collect::<Vec<_>>().join(", ")
+}
+
+#[cfg(test)]
+mod tests;

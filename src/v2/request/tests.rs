@@ -1,0 +1,113 @@
+//! Request parsing against a two-input signature, including property tests that throw random bodies and
+//! header lengths at the binary parser.
+
+use proptest::prelude::*;
+use serde_json::json;
+
+use super::*;
+use crate::tensor::TensorData;
+
+fn sig() -> Signature {
+    Signature {
+        inputs: vec![
+            TensorSpec { name: "a".into(), datatype: DataType::Fp32, dims: vec![2] },
+            TensorSpec { name: "b".into(), datatype: DataType::Bytes, dims: vec![-1] },
+        ],
+        outputs: vec![TensorSpec { name: "y".into(), datatype: DataType::Fp32, dims: vec![2] }],
+    }
+}
+
+fn binary_body(header: serde_json::Value, tail: &[u8]) -> (Vec<u8>, usize) {
+    let mut body = serde_json::to_vec(&header).unwrap();
+    let n = body.len();
+    body.extend_from_slice(tail);
+    (body, n)
+}
+
+#[test]
+fn json_request_parses() {
+    let body = json!({"id": "7", "inputs": [
+        {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [[1.0, 2.0]]},
+        {"name": "b", "shape": [1, 1], "datatype": "BYTES", "data": ["hi"]}]});
+    let r = parse(&serde_json::to_vec(&body).unwrap(), None, &sig(), 4).unwrap();
+    assert_eq!(r.id.as_deref(), Some("7"));
+    assert_eq!(r.rows, 1);
+    assert_eq!(r.inputs[0].data, TensorData::Fp32(vec![1.0, 2.0]));
+    assert_eq!(r.outputs, vec![OutputRequest { name: "y".into(), binary: false, classification: None }]);
+}
+
+#[test]
+fn binary_inputs_and_output_flags() {
+    let mut tail = Vec::new();
+    tail.extend_from_slice(bytemuck::cast_slice(&[1.0f32, 2.0, 3.0, 4.0]));
+    tail.extend_from_slice(&[2, 0, 0, 0, b'o', b'k', 0, 0, 0, 0]);
+    let (body, n) = binary_body(
+        json!({"inputs": [
+            {"name": "a", "shape": [2, 2], "datatype": "FP32", "parameters": {"binary_data_size": 16}},
+            {"name": "b", "shape": [2, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 10}}],
+            "parameters": {"binary_data_output": true},
+            "outputs": [{"name": "y", "parameters": {"classification": 1}}]}),
+        &tail,
+    );
+    let r = parse(&body, Some(n), &sig(), 4).unwrap();
+    assert_eq!(r.rows, 2);
+    assert_eq!(r.inputs[1].data, TensorData::Bytes(vec![b"ok".to_vec(), vec![]]));
+    assert_eq!(r.outputs[0], OutputRequest { name: "y".into(), binary: true, classification: Some(1) });
+}
+
+#[test]
+fn errors_name_the_problem() {
+    let cases = [
+        (json!({"inputs": [{"name": "z", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}), "unexpected input 'z'"),
+        (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "INT32", "data": [1, 2]}]}), "datatype INT32 does not match the model's FP32"),
+        (json!({"inputs": [{"name": "a", "shape": [1, 3], "datatype": "FP32", "data": [1, 2, 3]}]}), "shape [1, 3] does not match the model's [-1, 2]"),
+        (json!({"inputs": [{"name": "a", "shape": [9, 2], "datatype": "FP32", "data": [1]}]}), "batch size 9 is outside 1..=4"),
+        (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1]}]}), "holds 1 elements but the shape needs 2"),
+        (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}), "input 'b' is missing"),
+        (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32"}]}), "neither data nor binary_data_size"),
+        (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}), "exceeds the 0 bytes left"),
+        (json!({"inputs": []}), "input 'a' is missing"),
+        (json!({"inputs": [
+            {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+            {"name": "b", "shape": [2, 1], "datatype": "BYTES", "data": ["x", "y"]}]}), "batch size 2 differs"),
+        (json!({"inputs": [
+            {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]},
+            {"name": "b", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]}],
+            "outputs": [{"name": "q"}]}), "unexpected output 'q'"),
+        (json!({"inputs": "nope"}), "request JSON is invalid"),
+    ];
+    for (body, expected) in cases {
+        let e = parse(&serde_json::to_vec(&body).unwrap(), None, &sig(), 4).unwrap_err();
+        assert!(e.0.contains(expected), "expected {expected:?} in {:?}", e.0);
+    }
+    let e = parse(b"{}", Some(99), &sig(), 4).unwrap_err();
+    assert!(e.0.contains("Inference-Header-Content-Length is 99"), "{}", e.0);
+}
+
+#[test]
+fn raw_body_needs_one_fixed_input() {
+    let one = Signature { inputs: vec![TensorSpec { name: "x".into(), datatype: DataType::Int32, dims: vec![2] }], outputs: vec![] };
+    let r = parse(&[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0], Some(0), &one, 8).unwrap();
+    assert_eq!(r.rows, 2);
+    assert_eq!(r.inputs[0].shape, vec![2, 2]);
+    assert!(parse(&[1, 0, 0], Some(0), &one, 8).is_err());
+    assert!(parse(&[0; 16], Some(0), &sig(), 8).unwrap_err().0.contains("exactly one input"));
+}
+
+proptest! {
+    #[test]
+    fn random_binary_bodies_never_panic(
+        size_a in 0u64..64, size_b in 0u64..64, rows in -2i64..6, split in 0usize..200,
+        tail in proptest::collection::vec(any::<u8>(), 0..120),
+    ) {
+        let (mut body, n) = binary_body(json!({"inputs": [
+            {"name": "a", "shape": [rows, 2], "datatype": "FP32", "parameters": {"binary_data_size": size_a}},
+            {"name": "b", "shape": [rows, 1], "datatype": "BYTES", "parameters": {"binary_data_size": size_b}}]}), &tail);
+        let _ = parse(&body, Some(n), &sig(), 4);
+        let _ = parse(&body, Some(split), &sig(), 4);
+        body.truncate(split.min(body.len()));
+        let _ = parse(&body, Some(n), &sig(), 4);
+        let _ = parse(&body, None, &sig(), 4);
+        let _ = parse(&body, Some(0), &sig(), 4);
+    }
+}

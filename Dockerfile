@@ -44,10 +44,14 @@ RUN python3 -m pip download --no-deps --only-binary=:all: --dest /wheels "onnxru
 FROM ${PYTHON_IMAGE} AS ort-gpu
 ARG ORT_VERSION=1.31.1
 # ORT 1.31's TensorRT provider links libnvinfer.so.10 and libnvonnxparser.so.10 (TensorRT 10, CUDA 13 build).
+# On PyPI the TensorRT package is only a stub that fetches the wheel from NVIDIA's index, so it is taken from
+# there directly.
 ARG TENSORRT_VERSION=10.16.1.11
+ARG NVIDIA_INDEX=https://pypi.nvidia.com
 WORKDIR /wheels
-RUN python3 -m pip download --no-deps --only-binary=:all: --dest /wheels \
-        "onnxruntime-gpu==${ORT_VERSION}" "tensorrt-cu13-libs==${TENSORRT_VERSION}" \
+RUN python3 -m pip download --no-deps --only-binary=:all: --dest /wheels "onnxruntime-gpu==${ORT_VERSION}" \
+    && python3 -m pip download --no-deps --only-binary=:all: --dest /wheels --index-url "${NVIDIA_INDEX}" \
+        "tensorrt-cu13-libs==${TENSORRT_VERSION}" \
     && for w in /wheels/*.whl; do python3 -m zipfile -e "$w" /wheels/x; done \
     && mkdir -p /opt/onnxruntime /opt/tensorrt \
     && cp /wheels/x/onnxruntime/capi/libonnxruntime*.so* /opt/onnxruntime/ \
@@ -60,8 +64,8 @@ RUN python3 -m pip download --no-deps --only-binary=:all: --dest /wheels \
 # read-only; /models is an empty mount point (a volume, a bucket mount, or the demo target's copy).
 FROM ${RUNTIME_IMAGE} AS cpu-base
 COPY --from=ort-cpu /opt/onnxruntime/ /opt/onnxruntime/
-RUN groupadd --system --gid 10001 oxinfer \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 oxinfer \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin oxinfer \
     && mkdir -p /models
 ENV OXINFER_ORT_LIBRARY=/opt/onnxruntime/libonnxruntime.so \
@@ -78,8 +82,8 @@ FROM ${CUDA_IMAGE} AS gpu
 COPY --from=ort-gpu /opt/onnxruntime/ /opt/onnxruntime/
 COPY --from=ort-gpu /opt/tensorrt/ /opt/tensorrt/
 COPY --from=build /oxinfer /usr/local/bin/oxinfer
-RUN groupadd --system --gid 10001 oxinfer \
-    && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 oxinfer \
+    && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin oxinfer \
     && mkdir -p /models
 # ONNX Runtime finds its provider libraries next to itself; TensorRT and the node's driver (mounted by GKE under

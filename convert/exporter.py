@@ -78,12 +78,13 @@ def convert(spec: ModelSpec, repo: Path, version: int, atol: float = parity.DEFA
     photo_names = photos.PARITY_PHOTOS if photo_names is None else photo_names
     model_dir = Path(repo) / spec.name
     version_dir = model_dir / str(version)
-    version_dir.mkdir(parents=True, exist_ok=True)
 
     started = time.monotonic()
     model = spec.build()
     if model.training:
         raise ValueError(f"{spec.name}: build() must return the model in eval mode")
+    created = [d for d in (model_dir, version_dir) if not d.exists()]
+    version_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile(dir=version_dir, prefix=".model.", suffix=".onnx", delete=False) as f:
         tmp_path = Path(f.name)
     try:
@@ -93,25 +94,25 @@ def convert(spec: ModelSpec, repo: Path, version: int, atol: float = parity.DEFA
         results = parity.check(spec, model, parity.session(tmp_path), photo_names)
         if not parity.report(results, spec.labels, atol):
             raise ParityError(f"{spec.name}: ONNX Runtime output differs from PyTorch beyond tolerance")
+
+        # Config and labels first: a server polling the repository may pick the version up as soon as
+        # model.onnx appears.
+        source = entry_point or spec.name
+        header = (f"Serving configuration of {spec.name}, written by `python -m convert {source}`.\n"
+                  "Keys are read by the server; see convert/README.md.")
+        write_text(model_dir / "config.toml", to_toml(model_config(spec, model), header))
+        if spec.labels is not None:
+            write_text(model_dir / "labels.txt", "\n".join(spec.labels) + "\n")
         final = version_dir / "model.onnx"
         # mkstemp creates 0600 files; servers often run as another user than the converter.
         os.chmod(tmp_path, 0o644)
         os.replace(tmp_path, final)
     except BaseException:
-        # Leave no empty version folder behind: the server would list it as a version that fails to load.
-        for folder in (version_dir, model_dir):
-            if folder.is_dir() and not any(p for p in folder.iterdir() if p != tmp_path):
-                tmp_path.unlink(missing_ok=True)
+        # Leave no empty folders behind: the server would list an empty version as one that fails to load.
+        tmp_path.unlink(missing_ok=True)
+        for folder in reversed(created):
+            if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
-    finally:
-        tmp_path.unlink(missing_ok=True)
-
-    source = entry_point or spec.name
-    header = (f"Serving configuration of {spec.name}, written by `python -m convert {source}`.\n"
-              "Keys are read by the server; see convert/README.md.")
-    write_text(model_dir / "config.toml", to_toml(model_config(spec, model), header))
-    if spec.labels is not None:
-        write_text(model_dir / "labels.txt", "\n".join(spec.labels) + "\n")
     print(f"wrote {final} and {model_dir / 'config.toml'}")
     return final

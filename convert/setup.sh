@@ -58,7 +58,7 @@ if [[ ! -f "$MODEL_REPO/efficientnet_lite0/1/model.onnx" ]]; then
 fi
 if [[ ! -f "$MODEL_REPO/efficientnet_lite0_int8/1/model.onnx" ]]; then
     log "quantizing efficientnet_lite0 to int8"
-    "$PY" -m convert.quantize efficientnet_lite0 --repo "$MODEL_REPO" --version 1 --bench-seconds 2
+    "$PY" -m convert.quantize efficientnet_lite0 --repo "$MODEL_REPO" --version 1
 fi
 
 ort_lib="$("$PY" -c 'import glob, importlib.util as u, os

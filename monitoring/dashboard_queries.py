@@ -76,6 +76,42 @@ def queries(dashboard: dict | None = None) -> list[dict]:
     return out
 
 
+def structure_problems(dashboard: dict) -> list[str]:
+    """What Grafana would import but show broken: duplicate ids, overlapping or missing layout, panels with
+    no query, queries that name no data source or a variable the dashboard does not define."""
+    problems, ids, cells = [], set(), set()
+    names = {v["name"] for v in dashboard.get("templating", {}).get("list", [])} | set(BUILTINS)
+    for panel in dashboard.get("panels", []):
+        title = panel.get("title", "?")
+        if panel.get("id") in ids:
+            problems.append(f"{title}: duplicate id {panel.get('id')}")
+        ids.add(panel.get("id"))
+        g = panel.get("gridPos") or {}
+        if not all(k in g for k in ("x", "y", "w", "h")) or g["x"] + g["w"] > 24:
+            problems.append(f"{title}: bad gridPos {g}")
+            continue
+        for x in range(g["x"], g["x"] + g["w"]):
+            for y in range(g["y"], g["y"] + g["h"]):
+                if (x, y) in cells:
+                    problems.append(f"{title}: overlaps another panel at x={x}, y={y}")
+                    break
+                cells.add((x, y))
+            else:
+                continue
+            break
+        if panel.get("type") == "row":
+            continue
+        if not panel.get("targets"):
+            problems.append(f"{title}: no query")
+        for t in panel.get("targets", []):
+            if not t.get("expr") or "datasource" not in t:
+                problems.append(f"{title}[{t.get('refId')}]: no expr or data source")
+            for m in _VAR.finditer(t.get("expr", "")):
+                if (m.group(1) or m.group(2)) not in names:
+                    problems.append(f"{title}[{t.get('refId')}]: undefined variable {m.group(0)}")
+    return problems
+
+
 def as_rules_file(items: list[dict]) -> dict:
     rules = [{"record": f"dashboard:query_{i}", "expr": q["expr"]} for i, q in enumerate(items)]
     return {"groups": [{"name": "dashboard-queries", "rules": rules}]}
@@ -86,7 +122,11 @@ def main() -> None:
     parser.add_argument("--dashboard", type=Path, default=DASHBOARD)
     parser.add_argument("--rules-file", type=Path, help="write the queries as recording rules (JSON is valid YAML)")
     args = parser.parse_args()
-    items = queries(load(args.dashboard))
+    dashboard = load(args.dashboard)
+    problems = structure_problems(dashboard)
+    if problems:
+        raise SystemExit("dashboard problems:\n  " + "\n  ".join(problems))
+    items = queries(dashboard)
     if args.rules_file:
         args.rules_file.write_text(json.dumps(as_rules_file(items), indent=1))
     for q in items:

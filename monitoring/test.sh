@@ -22,6 +22,7 @@ work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
 cd "$here"
+promtool check config prometheus.yml
 promtool check rules alerts.yaml
 promtool test rules alerts_test.yaml
 

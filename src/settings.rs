@@ -209,9 +209,18 @@ impl Settings {
     }
 }
 
+/// `OXINFER_*` variables that name a setting. Others are left alone: Kubernetes injects service links such as
+/// `OXINFER_SERVICE_HOST` for a Service called oxinfer, and those must not stop the server.
 fn env_without_config() -> config::Map<String, String> {
+    let known: Vec<String> = match serde_json::to_value(Settings::default()) {
+        Ok(serde_json::Value::Object(map)) => map.keys().map(|k| format!("OXINFER_{}", k.to_uppercase())).collect(),
+        _ => Vec::new(),
+    };
     std::env::vars()
-        .filter(|(k, _)| k.starts_with("OXINFER_") && k != "OXINFER_CONFIG")
+        .filter(|(k, v)| {
+            // A service link for port 8000 looks like OXINFER_PORT=tcp://10.0.0.1:8000; it is not a port number.
+            known.contains(k) && !(k == "OXINFER_PORT" && v.contains("://"))
+        })
         .collect()
 }
 

@@ -5,7 +5,7 @@ use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use actix_web::dev::Server;
+use actix_web::dev::ServerHandle;
 use actix_web::{middleware, web, App, HttpServer};
 
 use crate::http::{routes, AppState};
@@ -13,7 +13,8 @@ use crate::repository::{watch, Registry};
 use crate::settings::{ControlMode, Settings};
 
 pub struct Application {
-    server: Server,
+    server: ServerHandle,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
     port: u16,
     registry: Arc<Registry>,
     shutdown: Duration,
@@ -45,6 +46,9 @@ impl Application {
         .shutdown_timeout(settings.shutdown_timeout_secs)
         .listen(listener)?
         .run();
+        // Serve while the models load: liveness answers and readiness says 503 until they are warm.
+        let handle = server.handle();
+        let task = tokio::spawn(server);
 
         for e in registry.load_all().await {
             tracing::error!(error = %e, "model failed to load at start-up");
@@ -56,7 +60,7 @@ impl Application {
         }
         tracing::info!(port, ready = registry.ready(), startup_ms = started.elapsed().as_millis() as u64, cpus, threads, workers,
             mode = ?settings.model_control_mode, "server started");
-        Ok(Self { server, port, registry, shutdown: Duration::from_secs(settings.shutdown_timeout_secs) })
+        Ok(Self { server: handle, task, port, registry, shutdown: Duration::from_secs(settings.shutdown_timeout_secs) })
     }
 
     pub fn port(&self) -> u16 {
@@ -66,7 +70,7 @@ impl Application {
     /// Serves until SIGTERM or Ctrl-C, then drains: readiness turns 503 at once, in-flight requests finish
     /// (bounded by `shutdown_timeout_secs`), then the server stops.
     pub async fn run_until_stopped(self) -> anyhow::Result<()> {
-        let handle = self.server.handle();
+        let handle = self.server.clone();
         let registry = self.registry.clone();
         let grace = self.shutdown;
         tokio::spawn(async move {
@@ -78,7 +82,7 @@ impl Application {
                 tracing::warn!("drain exceeded the shutdown timeout");
             }
         });
-        self.server.await?;
+        self.task.await??;
         tracing::info!("server stopped");
         Ok(())
     }

@@ -27,6 +27,7 @@ class Samples:
     scenario: list[str]
     vus: list[tuple[float, float]] = field(default_factory=list)
     dropped: int = 0
+    dropped_t: list[float] = field(default_factory=list)  # when arrivals were dropped (open-model scenarios)
     versions: list[tuple[float, str]] = field(default_factory=list)
     t0: float = 0.0          # unix time of the first sample
 
@@ -40,7 +41,7 @@ def _tags(extra: str) -> dict[str, str]:
 
 def load(path: Path) -> Samples:
     opener = gzip.open if str(path).endswith(".gz") else open
-    rows_t, rows_ms, rows_ok, rows_sc, vus, versions = [], [], [], [], [], []
+    rows_t, rows_ms, rows_ok, rows_sc, vus, versions, dropped_t = [], [], [], [], [], [], []
     dropped = 0
     with opener(path, "rt", newline="") as f:
         for row in csv.DictReader(f):
@@ -55,12 +56,14 @@ def load(path: Path) -> Samples:
                 vus.append((ts, float(row["metric_value"])))
             elif name == "dropped_iterations":
                 dropped += int(float(row["metric_value"]))
+                dropped_t.append(ts)
             elif name == "served_version":
                 versions.append((ts, _tags(row.get("extra_tags", "")).get("version", "?")))
     starts = [x for x in (rows_t[:1] + [v[0] for v in vus[:1]]) if x]
     t0 = min(starts) if starts else 0.0
     return Samples(np.asarray(rows_t) - t0, np.asarray(rows_ms), np.asarray(rows_ok, dtype=bool), rows_sc,
-                   [(t - t0, v) for t, v in vus], dropped, [(t - t0, v) for t, v in versions], t0)
+                   [(t - t0, v) for t, v in vus], dropped, [t - t0 for t in dropped_t],
+                   [(t - t0, v) for t, v in versions], t0)
 
 
 def quantiles(ms: np.ndarray) -> dict[str, float]:
@@ -81,8 +84,10 @@ def summarize(s: Samples, mask=None, duration: float | None = None) -> dict:
 def per_second(s: Samples, width: float = 1.0) -> dict[str, np.ndarray]:
     if len(s) == 0:
         return {k: np.array([]) for k in ("t", "rps", "err", "p50", "p95", "p99", "vus")}
-    edges = np.arange(0, s.t.max() + width, width)
-    idx = np.clip(np.digitize(s.t, edges) - 1, 0, len(edges) - 1)
+    # Whole windows only: a last partial second would look like a drop in throughput.
+    n = max(1, int(s.t.max() // width))
+    edges = np.arange(n) * width
+    idx = np.where(s.t < n * width, np.digitize(s.t, edges) - 1, -1)
     out = defaultdict(list)
     vus_t = np.asarray([v[0] for v in s.vus]) if s.vus else np.array([])
     vus_v = np.asarray([v[1] for v in s.vus]) if s.vus else np.array([])
@@ -107,12 +112,17 @@ def plot_over_time(s: Samples, out_dir: Path, title: str, events: list[tuple[flo
     ax.plot(ps["t"], ps["rps"], label="ok req/s")
     if np.nansum(ps["err"]) > 0:
         ax.plot(ps["t"], ps["err"], label="errors/s", color="tab:red")
+    if s.dropped_t:
+        counts, _ = np.histogram(s.dropped_t, bins=np.append(ps["t"] - 0.5, ps["t"][-1] + 0.5))
+        ax.plot(ps["t"], counts, label="dropped arrivals/s (saturated)", color="tab:orange")
     ax.set_xlabel("time (s)")
     ax.set_ylabel("requests/s")
+    ax.set_ylim(bottom=0)
     if not np.all(np.isnan(ps["vus"])):
         ax2 = ax.twinx()
         ax2.plot(ps["t"], ps["vus"], color="tab:gray", linestyle="--", label="VUs (concurrency)")
         ax2.set_ylabel("VUs")
+        ax2.set_ylim(bottom=0, top=max(1.0, float(np.nanmax(ps["vus"]))) * 1.15)
         ax2.legend(loc="upper right")
     for t, label in events:
         ax.axvline(t, color="tab:purple", linestyle=":")

@@ -27,10 +27,10 @@ class Sampler(threading.Thread):
     def __init__(self, pid: int, out: Path, metrics_url: str | None = None, period: float = 1.0):
         super().__init__(daemon=True)
         self.pid, self.out, self.metrics_url, self.period = pid, out, metrics_url, period
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(timeout=10)
 
     def _tree(self):
@@ -41,7 +41,7 @@ class Sampler(threading.Thread):
         with open(self.out, "w", newline="") as f:
             w = csv.writer(f)
             w.writerow(["time", "rss_bytes", "cpu_seconds", *GAUGES])
-            while not self._stop.is_set():
+            while not self._halt.is_set():
                 row = [f"{time.time():.3f}"]
                 try:
                     procs = self._tree()
@@ -66,4 +66,4 @@ class Sampler(threading.Thread):
                 row += ["" if gauges.get(k) is None else gauges[k] for k in GAUGES]
                 w.writerow(row)
                 f.flush()
-                self._stop.wait(self.period)
+                self._halt.wait(self.period)

@@ -38,6 +38,7 @@ class Run:
         self._tmp = tempfile.TemporaryDirectory(prefix="oxinfer-load-")
         self.tmp = Path(self._tmp.name)
         self.payloads = payloads.prepare(self.tmp / "payload", self.model_dir)
+        self.load_before = os.getloadavg()
 
     def close(self) -> None:
         self._tmp.cleanup()
@@ -117,9 +118,11 @@ def header(run: Run, title: str, server: servers.Server | None) -> list[str]:
              f"- Command: `{run.command}`",
              f"- Date: {dt.datetime.now().astimezone().isoformat(timespec='seconds')}",
              f"- Machine: {machine()} (k6 runs on the same machine and shares its CPUs)",
-             f"- Load generator: {k6_version()}"]
+             f"- Load generator: {k6_version()}",
+             "- Machine load average before the run (1/5/15 min): "
+             + " / ".join(f"{x:.2f}" for x in run.load_before) + " (other work on the machine skews the figures)"]
     if server is not None:
-        lines.append(f"- Server: {server_version(server.url)} — `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(server.cmd))}`")
+        lines.append(f"- Server: {server.version} — `{' '.join(Path(c).name if i == 0 else c for i, c in enumerate(server.cmd))}`")
     return lines + [""]
 
 
@@ -158,10 +161,12 @@ def images(paths) -> list[str]:
     return [f"![{p.stem}]({p.name})" for p in paths if p] + [""]
 
 
-def run_server(server: servers.Server, kind: str, run: Run):
+def run_server(server: servers.Server, run: Run) -> servers.Server:
+    """Starts a server, waits for a real inference to succeed, records its version and warms it up."""
     server.start()
     try:
         server.ready(probe("v2_json" if "image" not in server.kinds else "image"))
+        server.version = server_version(server.url)
         warm_up(server, run)
     except Exception:
         server.stop()
@@ -172,19 +177,19 @@ def run_server(server: servers.Server, kind: str, run: Run):
 # ---------------------------------------------------------------------------------------------- scenarios
 
 SIMPLE = {
-    "predict": ("predict_image.js", "image", "Image prediction (/v1/models/{m}:predict, real photos)"),
-    "v2-binary": ("v2_binary.js", "v2_binary", "V2 inference, binary tensor extension"),
-    "v2-json": ("v2_json.js", "v2_json", "V2 inference, JSON tensor"),
-    "capacity": ("capacity.js", None, "Capacity: ramping arrival rate"),
-    "soak": ("soak.js", None, "Soak: constant arrival rate, mixed traffic"),
-    "sweep": ("sweep.js", None, "Concurrency sweep"),
+    "predict": ("predict_image.js", "Image prediction (/v1/models/{m}:predict, real photos)"),
+    "v2-binary": ("v2_binary.js", "V2 inference, binary tensor extension"),
+    "v2-json": ("v2_json.js", "V2 inference, JSON tensor"),
+    "capacity": ("capacity.js", "Capacity: ramping arrival rate"),
+    "soak": ("soak.js", "Soak: constant arrival rate, mixed traffic"),
+    "sweep": ("sweep.js", "Concurrency sweep"),
 }
 
 
 def simple(run: Run) -> int:
     """One oxinfer, one k6 script."""
     a = run.args
-    script, kind, title = SIMPLE[run.scenario]
+    script, title = SIMPLE[run.scenario]
     env = {**run.payloads.k6_env(), **run.budgets(), "MODEL": MODEL}
     if run.scenario in ("predict", "v2-binary", "v2-json"):
         env.update(VUS=str(a.vus), DURATION=a.duration)
@@ -203,7 +208,7 @@ def simple(run: Run) -> int:
     if a.url:
         env.update(BASE_URL=a.url)
     else:
-        server = run_server(run.oxinfer(), kind, run)
+        server = run_server(run.oxinfer(), run)
         env.update(server.k6_env())
     sampler = Sampler(server.proc.pid, run.out / "resources.csv", f"{server.url}/metrics") if server else None
     try:
@@ -246,15 +251,21 @@ def _seconds(duration: str) -> float:
     return float(duration)
 
 
-def version_swap(run: Run) -> int:
-    """New version folder (poll mode) or repository load API (explicit mode) while load runs."""
-    a = run.args
-    repo = run.tmp / "repo"
+def single_model_repo(run: Run, name: str) -> Path:
+    """A repository with only the compared model, version 1: other models would take memory and CPU."""
+    repo = run.tmp / name
     (repo / MODEL).mkdir(parents=True)
     for item in run.model_dir.iterdir():
         if item.is_file():
             shutil.copy2(item, repo / MODEL / item.name)
     shutil.copytree(run.model_dir / "1", repo / MODEL / "1")
+    return repo
+
+
+def version_swap(run: Run) -> int:
+    """New version folder (poll mode) or repository load API (explicit mode) while load runs."""
+    a = run.args
+    repo = single_model_repo(run, "repo")
     extra = ["--poll-interval-secs", "1"] if a.swap_mode == "poll" else []
     server = run.oxinfer(repo, a.swap_mode, extra).start()
     events, swap_info = [], {}
@@ -263,6 +274,7 @@ def version_swap(run: Run) -> int:
         if a.swap_mode == "explicit":
             _wait_then_load(server)
         server.ready(probe("image"))
+        server.version = server_version(server.url)
         warm_up(server, run)
         env = {**run.payloads.k6_env(json_outputs=True), **run.budgets(), "MODEL": MODEL, **server.k6_env(),
                "VUS": str(a.vus), "DURATION": a.duration, "NEW_VERSION": "2", "MAX_ERROR_RATE": "0"}
@@ -299,7 +311,7 @@ def version_swap(run: Run) -> int:
               f"- First answer from version 2 at t = {min(new):.1f} s ({min(new) - t_swap:.2f} s after)" if new
               else "- **Version 2 never answered**",
               f"- Last answer from version 1 at t = {max(old):.1f} s" if old else "- No answer from version 1",
-              f"- Answers by version: " + ", ".join(f"v{v}: {sum(1 for _, x in samples.versions if x == v)}"
+              "- Answers by version: " + ", ".join(f"v{v}: {sum(1 for _, x in samples.versions if x == v)}"
                                                     for v in sorted({v for _, v in samples.versions})),
               f"- Failed requests during the whole run: {int((~samples.ok).sum())}", ""]
     lines += resources_lines(run.out / "resources.csv")
@@ -332,7 +344,7 @@ def peers(run: Run) -> int:
     venv = Path(a.peers_venv)
     ml_venv = Path(a.mlserver_venv)
     factories = {
-        "oxinfer": lambda: run.oxinfer(),
+        "oxinfer": lambda: run.oxinfer(single_model_repo(run, "repo-peers")),
         "fastapi": lambda: servers.fastapi(run.out, run.model_dir, venv, a.peer_workers, a.peer_threads),
         "torchserve-onnx": lambda: servers.torchserve(run.out, run.model_dir, venv, "onnx", a.peer_workers,
                                                       a.peer_threads),
@@ -359,13 +371,13 @@ def peers(run: Run) -> int:
         if not todo:
             continue
         try:
-            run_server(server, todo[0], run)
+            run_server(server, run)
         except Exception as e:  # a peer that does not start is reported, not fatal
             failures.append(f"{name}: did not start ({e})")
             server.stop()
             continue
         if name == "oxinfer":
-            notes[name] = (f"{server_version(server.url)}, dynamic batching and threads as set in the model's "
+            notes[name] = (f"{server.version}, dynamic batching and threads as set in the model's "
                            "config.toml (defaults derived from the CPU count)")
         sampler = Sampler(server.proc.pid, run.out / f"{name}.resources.csv")
         sampler.start()

@@ -72,6 +72,7 @@ class Server:
     kinds: tuple = ("image", "v2_binary", "v2_json")
     proc: subprocess.Popen | None = None
     notes: str = ""
+    version: str = "?"  # what GET /v2 said while it ran
 
     @property
     def url(self) -> str:

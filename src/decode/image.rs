@@ -3,7 +3,7 @@
 
 use std::io::Cursor;
 
-use image::{DynamicImage, ImageDecoder, ImageReader, RgbImage};
+use image::{DynamicImage, ImageDecoder, ImageFormat, ImageReader, RgbImage};
 
 use super::DecodeError;
 
@@ -13,8 +13,12 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
         return Err(DecodeError::Empty);
     }
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
-    if reader.format().is_none() {
-        return Err(DecodeError::UnknownFormat);
+    match reader.format() {
+        None => return Err(DecodeError::UnknownFormat),
+        Some(ImageFormat::Jpeg) if !jpeg_complete(bytes) => {
+            return Err(DecodeError::Corrupt("JPEG data is truncated (no end-of-image marker after the last scan)".into()))
+        }
+        Some(_) => {}
     }
     let mut decoder = reader.into_decoder().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let (width, height) = decoder.dimensions();
@@ -35,10 +39,19 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
     Ok(img.to_rgb8())
 }
 
+/// The JPEG decoder fills a cut-off scan with grey and reports success; a photo cut short in transfer must be a
+/// 400, not a confident wrong answer. A complete file has an end-of-image marker after its last start-of-scan
+/// (an EXIF thumbnail's own markers come earlier, so they do not count).
+fn jpeg_complete(bytes: &[u8]) -> bool {
+    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
+    let last_end = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
+    matches!((last_scan, last_end), (Some(s), Some(e)) if e > s)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use image::{ImageFormat, Rgb};
+    use image::Rgb;
 
     fn encode(img: DynamicImage, format: ImageFormat) -> Vec<u8> {
         let mut out = Cursor::new(Vec::new());
@@ -65,5 +78,8 @@ mod tests {
         assert!(matches!(decode_rgb(&png, 199), Err(DecodeError::TooManyPixels { pixels: 200, .. })));
         assert!(matches!(decode_rgb(b"hello world", 100), Err(DecodeError::UnknownFormat)));
         assert!(matches!(decode_rgb(&png[..png.len() / 2], 1000), Err(DecodeError::Corrupt(_))));
+        let jpeg = encode(DynamicImage::ImageRgb8(RgbImage::new(64, 64)), ImageFormat::Jpeg);
+        assert!(decode_rgb(&jpeg, 10_000).is_ok());
+        assert!(matches!(decode_rgb(&jpeg[..jpeg.len() - 10], 10_000), Err(DecodeError::Corrupt(_))));
     }
 }

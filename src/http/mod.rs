@@ -6,6 +6,7 @@ pub mod error;
 mod health;
 mod infer;
 mod metadata;
+mod openapi;
 mod predict;
 mod repository;
 mod stats;
@@ -54,6 +55,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v2/repository/models/{model}/unload").route(web::post().to(repository::unload)))
         .service(resource("/v1/models/{target}").route(web::post().to(predict::predict)))
         .service(resource("/metrics").route(web::get().to(stats::prometheus)))
+        .service(resource("/openapi.json").route(web::get().to(openapi::spec)))
+        .service(resource("/docs").route(web::get().to(openapi::docs)))
         .default_service(web::to(not_found));
 }
 

@@ -214,6 +214,9 @@ impl Registry {
     /// Loads or reloads `model`: serialized per model, and a load requested while another is running is answered
     /// by the next one to complete, so bursts of load calls build each version once.
     pub async fn load(&self, model: &str) -> Result<(), ControlError> {
+        if !scan::is_model_name(model) {
+            return Err(ControlError::NotInRepository(model.to_string()));
+        }
         let my_seq = self.seq.fetch_add(1, Ordering::SeqCst);
         let slot = self.control_slot(model);
         let mut record = slot.lock().await;
@@ -226,21 +229,33 @@ impl Registry {
     }
 
     /// Stops serving `model`; requests already accepted finish on the versions they hold.
+    /// A model whose folder left the repository is forgotten: the index stops listing it and requests get 404,
+    /// not a 503 inviting retries of a model that will not come back.
     pub async fn unload(&self, model: &str) {
+        if !scan::is_model_name(model) {
+            return;
+        }
         let slot = self.control_slot(model);
-        let _guard = slot.lock().await;
+        let mut record = slot.lock().await;
+        // Load calls queued behind this unload must load again, not return the result of a load before it.
+        record.started_seq = 0;
         self.publish(model, None);
         if let Ok(mut r) = self.required.lock() {
             r.retain(|n| n != model);
         }
+        let removed = !self.root.join(model).join(config::CONFIG_FILE).is_file();
         if let Ok(mut states) = self.states.lock() {
             let keys: Vec<_> = states.keys().filter(|(n, _)| n == model).cloned().collect();
             for key in keys {
                 set_state_metric(model, key.1, states.get(&key).map(|s| s.0), State::Unavailable);
-                states.insert(key, (State::Unavailable, "unloaded".into()));
+                if removed {
+                    states.remove(&key);
+                } else {
+                    states.insert(key, (State::Unavailable, "unloaded".into()));
+                }
             }
         }
-        tracing::info!(model, "model unloaded");
+        tracing::info!(model, removed, "model unloaded");
     }
 
     fn control_slot(&self, model: &str) -> Arc<tokio::sync::Mutex<LoadRecord>> {
@@ -305,10 +320,15 @@ impl Registry {
             .map(|c| c.versions.keys().filter(|v| !next.versions.contains_key(v)).copied().collect())
             .unwrap_or_default();
         let serving: Vec<u64> = next.versions.keys().copied().collect();
-        self.publish(model, (!next.versions.is_empty()).then_some(next));
-        if let Ok(mut r) = self.required.lock() {
-            if !r.iter().any(|n| n == model) {
-                r.push(model.to_string());
+        // Only a model that serves becomes one readiness waits for: a broken model dropped into a running
+        // repository is reported in the index but must not take the whole server out of its load balancer.
+        let serves = !next.versions.is_empty();
+        self.publish(model, serves.then_some(next));
+        if serves {
+            if let Ok(mut r) = self.required.lock() {
+                if !r.iter().any(|n| n == model) {
+                    r.push(model.to_string());
+                }
             }
         }
         for v in leaving {

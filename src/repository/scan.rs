@@ -24,6 +24,12 @@ pub fn models(repo: &Path) -> Vec<String> {
     out
 }
 
+/// A name that can only mean a folder directly inside the repository. Names come from URLs, which may carry
+/// `..` or an encoded `/`: without this check a load call could reach any folder of the file system.
+pub fn is_model_name(name: &str) -> bool {
+    !name.is_empty() && !name.starts_with('.') && !name.contains(['/', '\\', '\0'])
+}
+
 /// Numeric version folders holding a `model.onnx`; other names are ignored, as Triton does.
 pub fn versions(model_dir: &Path) -> BTreeMap<u64, PathBuf> {
     std::fs::read_dir(model_dir)
@@ -88,6 +94,16 @@ mod tests {
         let before = fingerprint(dir.path());
         std::fs::write(dir.path().join("3").join(MODEL_FILE), b"xy").unwrap();
         assert_ne!(before, fingerprint(dir.path()));
+    }
+
+    #[test]
+    fn model_names_stay_inside_the_repository() {
+        for good in ["efficientnet_lite0", "m", "a.b", "resnet-50"] {
+            assert!(is_model_name(good), "{good}");
+        }
+        for bad in ["", ".", "..", "../m", "m/1", "..\\m", ".staging", "a\0b"] {
+            assert!(!is_model_name(bad), "{bad:?}");
+        }
     }
 
     #[test]

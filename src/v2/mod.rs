@@ -3,6 +3,7 @@
 //! the parser can be property-tested on raw bytes.
 
 pub mod classify;
+pub mod nonfinite;
 pub mod request;
 pub mod response;
 

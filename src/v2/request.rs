@@ -5,10 +5,10 @@
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
-use super::ProtocolError;
+use super::{nonfinite, ProtocolError};
 use crate::repository::config::TensorSpec;
 use crate::repository::loader::Signature;
-use crate::tensor::{binary, element_count, json, DataType, Tensor};
+use crate::tensor::{binary, element_count, json, DataType, Tensor, TensorData};
 
 #[derive(Debug, Deserialize)]
 struct Header {
@@ -71,8 +71,14 @@ pub fn parse(body: &[u8], json_len: Option<usize>, sig: &Signature, max_batch: u
 }
 
 fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
-    let header: Header =
-        serde_json::from_slice(json_part).map_err(|e| ProtocolError::new(format!("request JSON is invalid: {e}")))?;
+    let (header, tokens): (Header, bool) = match serde_json::from_slice(json_part) {
+        Ok(h) => (h, false),
+        // tritonclient writes NaN and the infinities as RapidJSON does; only then is the body read a second time.
+        Err(e) => match nonfinite::rewrite_tokens(json_part).and_then(|fixed| serde_json::from_slice(&fixed).ok()) {
+            Some(h) => (h, true),
+            None => return Err(ProtocolError::new(format!("request JSON is invalid: {e}"))),
+        },
+    };
     let mut inputs = Vec::with_capacity(header.inputs.len());
     let mut rows: Option<usize> = None;
     for (i, input) in header.inputs.iter().enumerate() {
@@ -102,8 +108,11 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
                 return Err(ProtocolError::new(format!("input '{}' has both data and binary_data_size", input.name)))
             }
             (None, None) => return Err(ProtocolError::new(format!("input '{}' has neither data nor binary_data_size", input.name))),
-            (None, Some(value)) => json::decode(datatype, value, count)
-                .map_err(|e| ProtocolError::new(format!("input '{}': data {e}", input.name)))?,
+            (None, Some(value)) => match tokens.then(|| nonfinite::decode_floats(datatype, value, count)).flatten() {
+                Some(decoded) => decoded.map_err(|e| ProtocolError::new(format!("input '{}': data {e}", input.name)))?,
+                None => json::decode(datatype, value, count)
+                    .map_err(|e| ProtocolError::new(format!("input '{}': data {e}", input.name)))?,
+            },
             (Some(size), None) => {
                 if size > binary_part.len() {
                     return Err(ProtocolError::new(format!(
@@ -114,8 +123,10 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
                 }
                 let (bytes, rest) = binary_part.split_at(size);
                 binary_part = rest;
-                binary::decode(datatype, bytes, count)
-                    .map_err(|e| ProtocolError::new(format!("input '{}': binary data {e}", input.name)))?
+                let data = binary::decode(datatype, bytes, count)
+                    .map_err(|e| ProtocolError::new(format!("input '{}': binary data {e}", input.name)))?;
+                check_utf8(&input.name, &data)?;
+                data
             }
         };
         inputs.push(Tensor { name: input.name.clone(), shape: input.shape.clone(), data });
@@ -159,6 +170,16 @@ fn parse_raw(body: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequ
     let data = binary::decode(spec.datatype, body, rows * row_elems).map_err(|e| ProtocolError::new(e.to_string()))?;
     let outputs = sig.outputs.iter().map(|o| OutputRequest { name: o.name.clone(), binary: true, classification: None }).collect();
     Ok(InferRequest { id: None, inputs: vec![Tensor { name: spec.name.clone(), shape, data }], rows, outputs })
+}
+
+/// ONNX string tensors hold UTF-8 text, so other bytes are the request's fault, not a runtime failure.
+/// (JSON strings are UTF-8 already; only binary BYTES need the check.)
+fn check_utf8(name: &str, data: &TensorData) -> Result<(), ProtocolError> {
+    let TensorData::Bytes(elements) = data else { return Ok(()) };
+    match elements.iter().position(|e| std::str::from_utf8(e).is_err()) {
+        None => Ok(()),
+        Some(i) => Err(ProtocolError::new(format!("input '{name}': BYTES element {i} is not valid UTF-8, which ONNX string tensors require"))),
+    }
 }
 
 /// Returns the batch rows the shape carries.

@@ -5,10 +5,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use super::classify::classification_tensor;
+use super::nonfinite::{TokenData, TritonFormatter};
 use super::request::OutputRequest;
 use super::ProtocolError;
 use crate::tensor::binary::{encode_into, encoded_len};
-use crate::tensor::json::JsonData;
 use crate::tensor::Tensor;
 
 #[derive(Serialize)]
@@ -28,7 +28,7 @@ struct OutputHeader<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     parameters: Option<Map<String, Value>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    data: Option<JsonData<'a>>,
+    data: Option<TokenData<'a>>,
 }
 
 pub struct Encoded {
@@ -76,11 +76,15 @@ pub fn encode(ctx: &Context<'_>, outputs: Vec<Tensor>, requested: &[OutputReques
                     p.insert("binary_data_size".into(), Value::from(encoded_len(&t.data)));
                     p
                 }),
-                data: (!binary).then_some(JsonData(&t.data)),
+                data: (!binary).then_some(TokenData(&t.data)),
             })
             .collect(),
     };
-    let mut body = serde_json::to_vec(&header).map_err(|e| ProtocolError::new(format!("response encoding failed: {e}")))?;
+    // Triton's JSON: NaN and the infinities as bare tokens, where serde_json alone would write null.
+    let mut body = Vec::with_capacity(256);
+    header
+        .serialize(&mut serde_json::Serializer::with_formatter(&mut body, TritonFormatter))
+        .map_err(|e| ProtocolError::new(format!("response encoding failed: {e}")))?;
     let json_len = body.len();
     let any_binary = chosen.iter().any(|(_, b)| *b);
     for (t, _) in chosen.iter().filter(|(_, b)| *b) {

@@ -142,7 +142,7 @@ def _v2_bodies() -> tuple[bytes, bytes, dict]:
 def _send_traffic(url: str, seconds: float, threads: int) -> dict:
     """Real traffic of every kind the dashboard shows, including some the server must refuse."""
     photos = [(PHOTOS / n).read_bytes() for n in PHOTO_NAMES]
-    corrupt = (PHOTOS / "truncated.jpg").read_bytes()
+    corrupt = photos[0][:64]  # a PNG cut short: the server must refuse it (400), counted as bad_request
     v2_json, v2_binary, binary_headers = _v2_bodies()
     wrong_shape = json.dumps(
         {"inputs": [{"name": "input", "shape": [1, 3, 2, 2], "datatype": "FP32", "data": [0.0] * 12}]}
@@ -168,7 +168,7 @@ def _send_traffic(url: str, seconds: float, threads: int) -> dict:
                                  timeout=30)
             elif kind == 6:
                 r = session.post(f"{url}/v1/models/{MODEL}:predict", data=corrupt,
-                                 headers={"Content-Type": "image/jpeg"}, timeout=30)
+                                 headers={"Content-Type": "image/png"}, timeout=30)
             else:
                 r = session.post(f"{url}/v2/models/{MODEL}/infer", data=wrong_shape,
                                  headers={"Content-Type": "application/json"}, timeout=30)
@@ -234,6 +234,16 @@ def test_hpa_metric_is_exported(prometheus, scraped):
     result = prometheus.query(f'oxinfer_inflight_requests{{job="oxinfer", model="{MODEL}"}}')
     assert len(result) == 1, result
     assert float(result[0]["value"][1]) >= 0
+
+
+def test_hpa_metric_exists_before_any_traffic(prometheus, scraped):
+    """A pod that has not served a model yet must still report 0 in flight for it: with no series at all
+    the HPA cannot compute an average, and a new pod would count as unknown load."""
+    missing = prometheus.query(
+        'count by (model) (oxinfer_model_state{job="oxinfer", state="READY"} == 1)'
+        ' unless on (model) oxinfer_inflight_requests{job="oxinfer"}'
+    )
+    assert not missing, f"READY models without oxinfer_inflight_requests: {[m['metric'] for m in missing]}"
 
 
 def test_model_is_ready_on_a_known_provider(prometheus, scraped):

@@ -111,3 +111,27 @@ proptest! {
         let _ = parse(&body, Some(0), &sig(), 4);
     }
 }
+
+#[test]
+fn non_finite_tokens_and_bad_utf8() {
+    let body = br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, -Infinity]},
+        {"name": "b", "shape": [1, 1], "datatype": "BYTES", "data": ["NaN"]}]}"#;
+    let r = parse(body, None, &sig(), 4).unwrap();
+    let TensorData::Fp32(a) = &r.inputs[0].data else { panic!() };
+    assert!(a[0].is_nan() && a[1] == f32::NEG_INFINITY);
+    assert_eq!(r.inputs[1].data, TensorData::Bytes(vec![b"NaN".to_vec()]));
+    let bad = br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, "x"]}]}"#;
+    assert!(parse(bad, None, &sig(), 4).unwrap_err().0.contains("element 1 is not a number"));
+
+    let mut tail = Vec::new();
+    tail.extend_from_slice(bytemuck::cast_slice(&[1.0f32, 2.0]));
+    tail.extend_from_slice(&[2, 0, 0, 0, 0xff, 0xfe]);
+    let (body, n) = binary_body(
+        json!({"inputs": [
+            {"name": "a", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}},
+            {"name": "b", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]}),
+        &tail,
+    );
+    let e = parse(&body, Some(n), &sig(), 4).unwrap_err();
+    assert!(e.0.contains("input 'b': BYTES element 0 is not valid UTF-8"), "{}", e.0);
+}

@@ -1,0 +1,158 @@
+#!/usr/bin/env python3
+"""Throughput benchmark of oxinfer against raw ONNX Runtime, on one machine, in one run.
+
+    .venv/bin/python loadtest/bench.py            # about 6 minutes with the defaults
+
+Measures the in-process ceiling (examples/ceiling.rs: same model, same [execution] settings and threads), then the
+server over V2 JSON, V2 binary and the image endpoint at rising concurrency, batching on/off, one instance vs two,
+resident memory idle and at saturation, and start-to-ready time. Writes CSV, JSON, a Markdown table and a PNG
+plot to loadtest/results/bench/. See loadtest/BENCH.md for what each number means.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from benchkit import client, proc, report, sweep  # noqa: E402
+
+PROTOCOLS = ("v2_json", "v2_binary", "image")
+
+
+def ints(text: str) -> list[int]:
+    return [int(x) for x in text.split(",") if x.strip()]
+
+
+def names(text: str) -> list[str]:
+    out = [x.strip() for x in text.split(",") if x.strip()]
+    bad = [x for x in out if x not in PROTOCOLS]
+    if bad:
+        raise argparse.ArgumentTypeError(f"unknown protocol(s) {bad}; choose from {PROTOCOLS}")
+    return out
+
+
+def parse_args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--duration", type=float, default=6.0, help="measured seconds per server point (default 6)")
+    ap.add_argument("--warmup", type=float, default=1.5, help="unmeasured seconds before each point (default 1.5)")
+    ap.add_argument("--ceiling-seconds", type=float, default=4.0, help="seconds per ceiling batch size (default 4)")
+    ap.add_argument("--concurrency", type=ints, default=[1, 2, 4, 8, 16, 32], help="default 1,2,4,8,16,32")
+    ap.add_argument("--batches", type=ints, default=[1, 4, 8, 16, 32], help="ceiling batch sizes (default 1,4,8,16,32)")
+    ap.add_argument("--protocols", type=names, default=list(PROTOCOLS), help="full sweep (default all three)")
+    ap.add_argument("--variant-protocols", type=names, default=["v2_binary"],
+                    help="protocols for the batching-off and two-instance sweeps (default v2_binary)")
+    ap.add_argument("--starts", type=int, default=5, help="server starts timed for start-to-ready (default 5)")
+    ap.add_argument("--image", type=Path, default=None, help="PNG to send (default scikit-image's chelsea.png)")
+    ap.add_argument("--out", type=Path, default=proc.ROOT / "loadtest" / "results" / "bench")
+    ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
+    return ap.parse_args()
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sweep_config(label: str, repo: Path, payloads: dict[str, client.Payload], protocols: list[str],
+                 concurrency: list[int], args: argparse.Namespace) -> tuple[list[dict], dict]:
+    server = proc.start_server(repo)
+    info = {"ready_s": server.ready_s}
+    rows = []
+    try:
+        time.sleep(1.0)
+        info["rss_idle_mb"] = (proc.metric(server.metrics(), "process_resident_memory_bytes") or 0) / 2**20
+        for name in protocols:
+            log(f"{label}: {name}: {client.check(server.port, payloads[name])}")
+            for c in concurrency:
+                row = {"config": label, **sweep.point(server, payloads[name], c, args.warmup, args.duration)}
+                rows.append(row)
+                log(f"{label} {name} c={c}: {row['images_per_s']:.1f} img/s p50 {row['p50_ms']:.1f} ms "
+                    f"p99 {row['p99_ms']:.1f} ms batch {row['mean_batch']:.1f} cpu s/c/o "
+                    f"{row['server_cores']:.2f}/{row['client_cores']:.2f}/{row['other_cores']:.2f}"
+                    + (f" ERRORS {row['errors']}: {row['error_samples']}" if row["errors"] else ""))
+    finally:
+        server.stop()
+    return rows, info
+
+
+def main() -> int:
+    args = parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    started = time.time()
+    if not args.no_build:
+        log("cargo build --release --bin oxinfer --example ceiling")
+        proc.build()
+
+    load_before = proc.machine_load()
+    log(f"machine before: load {load_before['loadavg']}, busy: {load_before['busy']}")
+
+    png = args.image or (Path(__import__("skimage").__file__).parent / "data" / "chelsea.png")
+    tensor = proc.preprocessed_tensor(png)
+    shape = [1, 3, 224, 224]
+    payloads = {
+        "v2_json": client.v2_json(tensor, shape),
+        "v2_binary": client.v2_binary(tensor, shape),
+        "image": client.image(png.read_bytes()),
+    }
+    log("bodies: " + ", ".join(f"{k} {len(p.body) / 1024:.0f} KiB" for k, p in payloads.items()))
+
+    def run_ceiling(run: str, instances: int) -> list[dict]:
+        rows = [{"run": run, "instances_cfg": instances, **r}
+                for r in proc.ceiling(args.ceiling_seconds, args.batches, instances=instances)]
+        for r in rows:
+            log(f"ceiling ({run}) x{r['instances']} batch {r['batch']}: {r['images_per_s']:.1f} img/s "
+                f"p50 {r['p50_ms']:.2f} ms p99 {r['p99_ms']:.2f} ms (other processes {r['other_cores']:.2f} cores)")
+        return rows
+
+    ceiling = run_ceiling("start", 1) + run_ceiling("start", 2)
+
+    log("start-to-ready")
+    ready = []
+    for _ in range(args.starts):
+        s = proc.start_server(proc.REPO)
+        ready.append(s.ready_s)
+        s.stop()
+
+    rows: list[dict] = []
+    infos: dict[str, dict] = {}
+    variants = {
+        "batching_on": ({}, args.protocols),
+        "batching_off": ({("dynamic_batching", "enabled"): "false"}, args.variant_protocols),
+        "instances_2": ({("instance_group", "count"): "2"}, args.variant_protocols),
+    }
+    for label, (changes, protocols) in variants.items():
+        repo = proc.variant_repo(changes)
+        try:
+            r, info = sweep_config(label, repo, payloads, protocols, args.concurrency, args)
+        finally:
+            proc.cleanup(repo)
+        rows += r
+        infos[label] = info
+
+    # Again at the end: the ceiling counts at its better run, and the two runs show how much the machine drifted.
+    ceiling += run_ceiling("end", 1)
+    load_after = proc.machine_load()
+    log(f"machine after: load {load_after['loadavg']}, busy: {load_after['busy']}")
+    meta = {
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(started)),
+        "elapsed_s": round(time.time() - started, 1),
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "image": png.name,
+        "machine_before": load_before,
+        "machine_after": load_after,
+        "start_to_ready_s": ready,
+        "start_to_ready_median_s": statistics.median(ready) if ready else None,
+        "servers": infos,
+    }
+    summary = report.write(args.out, ceiling, rows, meta)
+    print(summary)
+    log(f"done in {meta['elapsed_s']} s; results in {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

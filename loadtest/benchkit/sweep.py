@@ -1,0 +1,65 @@
+"""One measured point: a fixed concurrency against a running server for a fixed time, with a warm-up that is not
+counted, while the main thread samples the server's resident memory and CPU split. Only responses completed inside
+the window count, so the first requests (connection set-up) and the last (cut off at the end) do not skew it.
+"""
+from __future__ import annotations
+
+import math
+import time
+
+from . import client, proc
+
+
+def percentile(sorted_values: list[float], p: float) -> float:
+    if not sorted_values:
+        return math.nan
+    return sorted_values[min(len(sorted_values) - 1, round((len(sorted_values) - 1) * p))]
+
+
+def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup: float, duration: float) -> dict:
+    labels = {"model": client.MODEL}
+    begin = time.perf_counter() + 0.2
+    measure_from = begin + warmup
+    stop = measure_from + duration
+    load = client.Load(server.port, payload, concurrency, begin, stop)
+
+    time.sleep(max(measure_from - time.perf_counter(), 0))
+    before_metrics = server.metrics()
+    cpu0 = proc.cpu_snapshot(server.proc.pid)
+    rss_max = 0.0
+    while time.perf_counter() < stop - 0.05:
+        rss = proc.metric(server.metrics(), "process_resident_memory_bytes") or 0.0
+        rss_max = max(rss_max, rss)
+        time.sleep(min(0.5, max(stop - time.perf_counter() - 0.05, 0)))
+    time.sleep(max(stop - time.perf_counter(), 0))
+    cpu1 = proc.cpu_snapshot(server.proc.pid)
+    after_metrics = server.metrics()
+    result = load.join()
+
+    inside = [s for s in result.samples if measure_from <= s.end <= stop]
+    ok = sorted((s.end - s.start) * 1e3 for s in inside if s.ok)
+    errors = sum(1 for s in inside if not s.ok)
+    window = stop - measure_from
+
+    def delta(name: str) -> float:
+        return (proc.metric(after_metrics, name, labels) or 0.0) - (proc.metric(before_metrics, name, labels) or 0.0)
+
+    batches = delta("oxinfer_batch_size_count")
+    cpu = proc.cpu_split(cpu0, cpu1)
+    return {
+        "protocol": payload.protocol,
+        "concurrency": concurrency,
+        "requests": len(ok),
+        "errors": errors,
+        "images_per_s": len(ok) * payload.images / window,
+        "p50_ms": percentile(ok, 0.50),
+        "p95_ms": percentile(ok, 0.95),
+        "p99_ms": percentile(ok, 0.99),
+        "mean_ms": sum(ok) / len(ok) if ok else math.nan,
+        "mean_batch": delta("oxinfer_batch_size_sum") / batches if batches else math.nan,
+        "rss_max_mb": rss_max / 2**20,
+        **{k: round(v, 3) for k, v in cpu.items()},
+        "client_cpu_ms_per_req": cpu["client_cores"] * window * 1e3 / max(len(inside), 1),
+        "server_cpu_ms_per_img": cpu["server_cores"] * window * 1e3 / max(len(ok) * payload.images, 1),
+        "error_samples": result.errors[:3],
+    }

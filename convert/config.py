@@ -14,7 +14,7 @@ DEFAULT_TABLES: dict[str, dict[str, Any]] = {
     "version_policy": {"latest": 1},
     "dynamic_batching": {
         "max_queue_delay_us": 2000,
-        "preferred_batch_sizes": [4, 8, 16],
+        "preferred_batch_sizes": [],
         "max_queue_size": 256,
         "timeout_ms": 30000,
     },
@@ -36,6 +36,7 @@ COMMENTS = {
     ("preprocess", "crop_fraction"): "centre square crop of crop_fraction x short side",
     ("preprocess", "size"): "output is size x size",
     ("execution", "intra_op_threads"): "0 = derived from the CPU quota",
+    ("dynamic_batching", "preferred_batch_sizes"): "warm-up runs at batch 1 and at each size listed here; large sizes grow the idle memory arena",
 }
 
 TORCH_TO_V2 = {

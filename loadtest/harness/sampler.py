@@ -31,7 +31,8 @@ class Sampler(threading.Thread):
 
     def stop(self) -> None:
         self._halt.set()
-        self.join(timeout=10)
+        if self.is_alive():
+            self.join(timeout=10)
 
     def _tree(self):
         root = psutil.Process(self.pid)

@@ -216,10 +216,12 @@ def simple(run: Run) -> int:
             sampler.start()
         result = k6.run(script, run.out, env)
     finally:
-        if sampler:
-            sampler.stop()
-        if server:
-            server.stop()
+        try:
+            if sampler:
+                sampler.stop()
+        finally:
+            if server:
+                server.stop()
 
     samples = report.load(result.samples)
     lines = header(run, title, server)
@@ -280,18 +282,25 @@ def version_swap(run: Run) -> int:
                "VUS": str(a.vus), "DURATION": a.duration, "NEW_VERSION": "2", "MAX_ERROR_RATE": "0"}
         sampler.start()
         proc, result = k6.start("version_swap.js", run.out, env)
-        time.sleep(a.swap_at)
-        staging = run.tmp / "staging" / "2"
-        shutil.copytree(run.model_dir / "1", staging)
-        swap_time = time.time()
-        os.rename(staging, repo / MODEL / "2")  # one rename: the server never sees a half-copied folder
-        if a.swap_mode == "explicit":
-            r = requests.post(f"{server.url}/v2/repository/models/{MODEL}/load", timeout=120)
-            swap_info["load API"] = f"HTTP {r.status_code} after {time.time() - swap_time:.2f} s"
-        result = k6.wait(proc, result)
+        try:
+            time.sleep(a.swap_at)
+            staging = run.tmp / "staging" / "2"
+            shutil.copytree(run.model_dir / "1", staging)
+            swap_time = time.time()
+            os.rename(staging, repo / MODEL / "2")  # one rename: the server never sees a half-copied folder
+            if a.swap_mode == "explicit":
+                r = requests.post(f"{server.url}/v2/repository/models/{MODEL}/load", timeout=120)
+                swap_info["load API"] = f"HTTP {r.status_code} after {time.time() - swap_time:.2f} s"
+        except BaseException:
+            proc.terminate()
+            raise
+        finally:
+            result = k6.wait(proc, result)
     finally:
-        sampler.stop()
-        server.stop()
+        try:
+            sampler.stop()
+        finally:
+            server.stop()
 
     samples = report.load(result.samples)
     t_swap = swap_time - samples.t0
@@ -393,8 +402,10 @@ def peers(run: Run) -> int:
                 if result.returncode not in (0, k6.THRESHOLDS_FAILED):
                     failures.append(f"{name} {kind}: k6 exit code {result.returncode}")
         finally:
-            sampler.stop()
-            server.stop()
+            try:
+                sampler.stop()
+            finally:
+                server.stop()
         cpu = report.resource_summary(run.out / f"{name}.resources.csv")
         if cpu:
             notes[name] += f"; RSS max {cpu['rss_max_mib']:.0f} MiB"

@@ -1,6 +1,6 @@
 //! The image recipe of a model's `[preprocess]` section, defined exactly as `convert/preprocess.py` defines it so
 //! that the server feeds the model what the parity check verified: centre square crop of
-//! `round_half_even(crop_fraction × short side)` at integer offsets, resize with a PIL-compatible filter
+//! `round_half_even(crop_fraction × short side)` at integer offsets, resize the crop alone with a PIL-compatible filter
 //! (bicubic = Catmull-Rom with support scaled on downsampling, as PIL does), then `(x − mean) / std` per channel.
 
 use fast_image_resize::{images::Image, FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
@@ -27,16 +27,18 @@ pub fn preprocess_into(img: RgbImage, p: &Preprocess, out: &mut Vec<f32>) -> Res
     let short = w.min(h);
     let side = ((f64::from(short) * p.crop_fraction).round_ties_even() as u32).clamp(1, short);
     let (left, top) = ((w - side) / 2, (h - side) / 2);
-    let src = Image::from_vec_u8(w, h, img.into_raw(), PixelType::U8x3).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
+    // Crop first, then resize the crop alone: resizing with a crop window lets the filter read pixels outside it,
+    // which PIL's crop-then-resize (the reference) does not.
+    let cropped = image::imageops::crop_imm(&img, left, top, side, side).to_image();
+    drop(img);
+    let src = Image::from_vec_u8(side, side, cropped.into_raw(), PixelType::U8x3).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     let mut dst = Image::new(p.size, p.size, PixelType::U8x3);
     let filter = match p.interpolation.as_str() {
         "bilinear" => ResizeAlg::Convolution(FilterType::Bilinear),
         "nearest" => ResizeAlg::Nearest,
         _ => ResizeAlg::Convolution(FilterType::CatmullRom),
     };
-    let options = ResizeOptions::new()
-        .crop(f64::from(left), f64::from(top), f64::from(side), f64::from(side))
-        .resize_alg(filter);
+    let options = ResizeOptions::new().resize_alg(filter);
     Resizer::new().resize(&src, &mut dst, &options).map_err(|e| DecodeError::Corrupt(e.to_string()))?;
 
     let pixels = dst.buffer();

@@ -169,7 +169,7 @@ def test_a_toy_entry_point_converts_through_the_same_exporter(tmp_path):
     assert config["output"] == [{"name": "scores", "datatype": "FP32", "dims": [10]}]
     assert config["preprocess"]["input"] == "pixels" and config["preprocess"]["color"] == "BGR"
     assert config["dynamic_batching"]["max_queue_size"] == 8
-    assert config["dynamic_batching"]["preferred_batch_sizes"] == [4, 8, 16]
+    assert config["dynamic_batching"]["preferred_batch_sizes"] == []
     assert (repo / "toy" / "labels.txt").read_text().splitlines()[9] == "class 9"
 
     sess = parity.session(repo / "toy" / "2" / "model.onnx")

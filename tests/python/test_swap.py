@@ -305,11 +305,12 @@ def test_poll_waits_for_a_slow_copy_to_finish(tmp_path):
         url = server.url
         data = INT8.read_bytes()
         (repo / MODEL / "2").mkdir()
+        chunk = len(data) // 30 + 1
         with open(repo / MODEL / "2" / "model.onnx", "wb") as f:
-            for i in range(0, len(data), len(data) // 12 + 1):
-                f.write(data[i:i + len(data) // 12 + 1])
+            for i in range(0, len(data), chunk):
+                f.write(data[i:i + chunk])
                 f.flush()
-                time.sleep(0.12)
+                time.sleep(0.05)  # well under the 300 ms settle time, even on a busy machine
         wait_until("version 2 to serve", lambda: served_version(url) == "2")
         assert metric(url, "oxinfer_model_load_failures_total", model=MODEL) == 0
         loads = [e for e in log_events(server, "version loaded and warmed") if e.get("version") == 2]

@@ -80,7 +80,8 @@ pub struct ModelPath {
 }
 
 /// Counts a request in flight for the autoscaler and records its outcome when dropped, whichever way the handler
-/// leaves (including a client that disconnects mid-request).
+/// leaves (including a client that disconnects mid-request). Until the model resolves, the request is accounted
+/// under model "_unknown", so that made-up model names in URLs cannot create new metric series.
 pub struct Accounting {
     model: String,
     version: String,
@@ -91,12 +92,17 @@ pub struct Accounting {
 
 impl Accounting {
     pub fn start(model: &str, endpoint: &'static str) -> Self {
-        metrics::gauge!(m::INFLIGHT, "model" => model.to_string()).increment(1.0);
         Self { model: model.to_string(), version: String::new(), endpoint, start: Instant::now(), status: 499 }
     }
 
+    /// The model resolved to a serving version: from here on the request counts as in flight for that model.
     pub fn version(&mut self, v: u64) {
         self.version = v.to_string();
+        metrics::gauge!(m::INFLIGHT, "model" => self.model.clone()).increment(1.0);
+    }
+
+    fn model_label(&self) -> String {
+        if self.version.is_empty() { "_unknown".into() } else { self.model.clone() }
     }
 
     pub fn finish<T>(mut self, result: &Result<T, ApiError>) {
@@ -104,7 +110,7 @@ impl Accounting {
             Ok(_) => 200,
             Err(e) => {
                 let reason = e.reason();
-                metrics::counter!(m::FAILURES, "model" => self.model.clone(), "version" => self.version.clone(), "reason" => reason).increment(1);
+                metrics::counter!(m::FAILURES, "model" => self.model_label(), "version" => self.version.clone(), "reason" => reason).increment(1);
                 actix_web::ResponseError::status_code(e).as_u16()
             }
         };
@@ -117,8 +123,10 @@ impl Accounting {
 
 impl Drop for Accounting {
     fn drop(&mut self) {
-        metrics::gauge!(m::INFLIGHT, "model" => self.model.clone()).decrement(1.0);
-        let labels = [("model", self.model.clone()), ("version", self.version.clone()), ("endpoint", self.endpoint.to_string())];
+        if !self.version.is_empty() {
+            metrics::gauge!(m::INFLIGHT, "model" => self.model.clone()).decrement(1.0);
+        }
+        let labels = [("model", self.model_label()), ("version", self.version.clone()), ("endpoint", self.endpoint.to_string())];
         metrics::histogram!(m::REQUEST_DURATION, &labels).record(self.start.elapsed().as_secs_f64());
         let mut with_status = labels.to_vec();
         with_status.push(("status", self.status.to_string()));

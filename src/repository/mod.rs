@@ -116,6 +116,9 @@ pub struct Registry {
     seq: AtomicU64,
     /// Models that must be serving for the server to be ready (those present at start-up).
     required: Mutex<Vec<String>>,
+    /// Set once the start-up load has finished. Before it no model is required yet, and readiness must not pass
+    /// on an empty list while the HTTP server already answers.
+    started: AtomicBool,
     draining: AtomicBool,
 }
 
@@ -129,6 +132,7 @@ impl Registry {
             control: Mutex::new(HashMap::new()),
             seq: AtomicU64::new(0),
             required: Mutex::new(Vec::new()),
+            started: AtomicBool::new(false),
             draining: AtomicBool::new(false),
         })
     }
@@ -149,6 +153,7 @@ impl Registry {
                 errors.push(e);
             }
         }
+        self.started.store(true, Ordering::Release);
         errors
     }
 
@@ -183,7 +188,7 @@ impl Registry {
     }
 
     pub fn ready(&self) -> bool {
-        if self.draining.load(Ordering::Relaxed) {
+        if self.draining.load(Ordering::Relaxed) || !self.started.load(Ordering::Acquire) {
             return false;
         }
         let snap = self.live.load();
@@ -372,6 +377,8 @@ impl Registry {
         let labels_m = Labels { model: model.to_string(), version: version.to_string() };
         let policy = BatchPolicy::new(config.max_batch_size, &config.dynamic_batching);
         let scheduler = Scheduler::start(built.instances, policy, stats.clone(), labels_m);
+        // The autoscaling series exists from the first scrape, before any traffic.
+        metrics::gauge!(m::INFLIGHT, "model" => model.to_string()).increment(0.0);
         for p in [ProviderKind::Cpu, ProviderKind::Cuda, ProviderKind::Tensorrt] {
             metrics::gauge!(m::PROVIDER, "model" => model.to_string(), "version" => version.to_string(), "provider" => p.as_str())
                 .set(if p == built.provider { 1.0 } else { 0.0 });

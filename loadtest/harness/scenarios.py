@@ -396,9 +396,16 @@ def peers(run: Run) -> int:
                        "CONCURRENCY": a.concurrency, "STEP": a.step, "MAX_ERROR_RATE": str(a.max_error_rate)}
                 result = k6.run("sweep.js", run.out, env, tag=f"{name}.{kind}")
                 samples = report.load(result.samples)
-                results[(name, kind)] = {
-                    int(sc[1:]): report.summarize(samples, np.asarray([x == sc for x in samples.scenario]), step)
-                    for sc in sorted(set(samples.scenario))}
+                per_level = {}
+                for sc in sorted(set(samples.scenario)):
+                    mask = np.asarray([x == sc for x in samples.scenario])
+                    summary = report.summarize(samples, mask, step)
+                    t = samples.t[mask] + samples.t0
+                    cpu = report.cpu_seconds_between(run.out / f"{name}.resources.csv", t.min(), t.max())
+                    ok = int((samples.ok & mask).sum())
+                    summary["cpu_ms_per_request"] = 1000 * cpu / ok if ok else math.nan
+                    per_level[int(sc[1:])] = summary
+                results[(name, kind)] = per_level
                 if result.returncode not in (0, k6.THRESHOLDS_FAILED):
                     failures.append(f"{name} {kind}: k6 exit code {result.returncode}")
         finally:
@@ -413,7 +420,9 @@ def peers(run: Run) -> int:
     lines = header(run, "oxinfer and its peers, same model, photos and load", None)
     lines += ["Each server runs alone on the machine with the same model file, preprocessing recipe and requests; "
               f"k6 sweeps closed-loop concurrency {a.concurrency}, {a.step} per step. "
-              "Throughput counts successful responses per second.", ""]
+              "Throughput counts successful responses per second. Server CPU per request is the CPU time of the "
+              "server's whole process tree (workers included) during the step divided by the requests it served: "
+              "the efficiency figure, and the one least disturbed by other load on the machine.", ""]
     lines += [f"- **{n}**: {notes[n]}" for n in notes] + [""]
     for kind in kinds:
         rows = []
@@ -422,12 +431,13 @@ def peers(run: Run) -> int:
                 base = results.get(("oxinfer", kind), {}).get(conc)
                 ratio = base["throughput"] / s["throughput"] if base and s["throughput"] > 0 else math.nan
                 rows.append([name, conc, s["throughput"], s["p50"], s["p99"], f"{100 * s['error_rate']:.2f}%",
+                             s["cpu_ms_per_request"],
                              "1.00" if name == "oxinfer" else (f"{ratio:.2f}x" if not math.isnan(ratio) else "n/a")])
         if not rows:
             continue
         lines += [f"## {kind} requests", "",
                   report.table(["server", "concurrency", "throughput (req/s)", "p50 (ms)", "p99 (ms)", "errors",
-                                "oxinfer throughput / this"], rows), ""]
+                                "server CPU per request (ms)", "oxinfer throughput / this"], rows), ""]
         lines += images([_plot_peers(results, kind, names, run.out)])
     if failures:
         lines += ["## Not measured", ""] + [f"- {f}" for f in failures] + [""]

@@ -315,6 +315,21 @@ impl Registry {
         if wanted.is_empty() {
             errors.push("no version folder holds a model.onnx within the version policy".into());
         }
+        let nothing_serving = current.as_ref().is_none_or(|c| c.versions.is_empty());
+        if next.versions.is_empty() && nothing_serving && config.version_policy.latest.is_some() {
+            // Nothing to keep (a restart with a broken newest version): serve the newest older version that loads.
+            for v in on_disk.keys().rev().filter(|v| !wanted.contains(v)) {
+                let source = scan::fingerprint(&dir.join(v.to_string()));
+                match self.load_version(model, *v, &on_disk[v], config.clone(), labels.clone(), source).await {
+                    Ok(mv) => {
+                        tracing::warn!(model, version = v, "newest versions failed; serving an older version instead");
+                        next.versions.insert(*v, mv);
+                        break;
+                    }
+                    Err(e) => errors.push(format!("version {v}: {e}")),
+                }
+            }
+        }
         if next.versions.is_empty() && current.as_ref().is_some_and(|c| !c.versions.is_empty()) {
             // A bad new version never replaces a good one: keep serving what was serving.
             tracing::warn!(model, errors = ?errors, "no new version could be loaded; the serving versions stay");

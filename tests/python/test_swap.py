@@ -272,6 +272,34 @@ def test_version_policy_latest_two_serves_both(tmp_path):
         assert ready == {"1", "2"}
 
 
+def test_restart_with_a_broken_newest_version_serves_the_previous_one(tmp_path):
+    """latest = 1 picks version 3 on disk; it is corrupt, so a fresh start serves version 2 instead of nothing."""
+    repo = make_repo(tmp_path, "latest = 1", {2: INT8, 3: b"not an onnx model"})
+    with start_server(SERVER_ARGS, repo=repo) as server:
+        r = predict(requests, server.url, MODEL, "coffee.png")
+        assert r.status_code == 200 and r.json()["model_version"] == "2", r.text
+        assert r.json()["predictions"][0][0]["label"] == "espresso"
+        entry = index_entry(server.url, MODEL, 3)
+        assert entry and entry["state"] == "UNAVAILABLE" and "load failed" in entry["reason"], entry
+
+
+def test_readiness_waits_for_the_start_up_load(tmp_path):
+    """The HTTP server answers while models load; readiness must not pass before the repository was even read."""
+    repo = make_repo(tmp_path)
+    with start_server(SERVER_ARGS, repo=repo, wait_ready=False) as server:
+        session, deadline = requests.Session(), time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                ready = session.get(f"{server.url}/v2/health/ready", timeout=5).status_code
+            except requests.ConnectionError:
+                continue
+            if ready == 200:
+                assert session.get(f"{server.url}/v2/models/{MODEL}/ready", timeout=5).status_code == 200
+                break
+        else:
+            raise AssertionError("the server did not become ready")
+
+
 def test_poll_adds_and_removes_models(tmp_path):
     repo = make_repo(tmp_path)
     with start_server([*SERVER_ARGS, *POLL], repo=repo) as server:

@@ -10,7 +10,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 VENV="$ROOT/.venv"
 PY="$VENV/bin/python"
-REQUIREMENTS=(convert/requirements.txt tests/python/requirements.txt)
+REQUIREMENTS=(convert/requirements.txt tests/python/requirements.txt loadtest/requirements.txt)
 STAMP="$VENV/.convert-requirements.sha256"
 MODEL_REPO="$ROOT/model-repo"
 

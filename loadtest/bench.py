@@ -49,6 +49,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--starts", type=int, default=5, help="server starts timed for start-to-ready (default 5)")
     ap.add_argument("--image", type=Path, default=None, help="PNG to send (default scikit-image's chelsea.png)")
     ap.add_argument("--out", type=Path, default=proc.ROOT / "loadtest" / "results" / "bench")
+    ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
+                    help="first wait up to SECONDS for the machine to be idle (< 0.25 cores busy); default 0")
     ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
     return ap.parse_args()
 
@@ -87,6 +89,9 @@ def main() -> int:
         log("cargo build --release --bin oxinfer --example ceiling")
         proc.build()
 
+    if args.wait_quiet > 0:
+        log(f"waiting up to {args.wait_quiet:.0f} s for an idle machine")
+        log(f"busy cores before starting: {proc.wait_quiet(args.wait_quiet):.2f}")
     load_before = proc.machine_load()
     log(f"machine before: load {load_before['loadavg']}, busy: {load_before['busy']}")
 

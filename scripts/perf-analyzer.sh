@@ -9,7 +9,8 @@
 #   scripts/perf-analyzer.sh run ARGS...                   perf_analyzer ARGS... with the right library path
 #
 # Sweep settings (environment): PA_RANGE (default 1:16), PA_WINDOW_MS (default 2000), PA_FORMATS (default
-# "binary json"), PA_OUT (CSV folder, default target/perf-analyzer), PA_ARGS (extra perf_analyzer flags).
+# "binary json"), PA_OUT (CSV and log folder, default target/perf-analyzer), PA_ARGS (extra perf_analyzer flags;
+# on a busy machine "-s 20 -r 20" lets high concurrencies stabilise).
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${PA_VENV:-$ROOT/.venv-pa}"
@@ -62,17 +63,26 @@ sweep() {
     local url="${2:-127.0.0.1:8000}"
     local out="${PA_OUT:-$ROOT/target/perf-analyzer}"
     mkdir -p "$out"
-    local fmt
+    local fmt rc=0
     for fmt in ${PA_FORMATS:-binary json}; do
         echo "== $model, $fmt tensors, concurrency ${PA_RANGE:-1:16}"
+        rm -f "$out/$model-$fmt.csv"
+        # perf_analyzer stops the sweep at the first concurrency it cannot stabilise; the levels measured before
+        # are still worth the table, so the failure is reported at the end instead of aborting here.
         # shellcheck disable=SC2086  # PA_ARGS is a list of flags
         run -m "$model" -u "$url" -i http \
             --concurrency-range "${PA_RANGE:-1:16}" \
             --input-tensor-format "$fmt" --output-tensor-format "$fmt" \
-            -p "${PA_WINDOW_MS:-2000}" -f "$out/$model-$fmt.csv" ${PA_ARGS:-} >"$out/$model-$fmt.log"
-        grep -E '^(Concurrency|Server:|  Inference count|  Execution count)' "$out/$model-$fmt.log" | head -4 || true
-        table "$out/$model-$fmt.csv"
+            -p "${PA_WINDOW_MS:-2000}" -f "$out/$model-$fmt.csv" ${PA_ARGS:-} >"$out/$model-$fmt.log" 2>&1 || {
+            rc=$?
+            echo "perf_analyzer exited $rc; see $out/$model-$fmt.log" >&2
+            grep -E 'Failed|error' "$out/$model-$fmt.log" | head -3 >&2 || true
+        }
+        if [[ -s "$out/$model-$fmt.csv" ]]; then
+            table "$out/$model-$fmt.csv"
+        fi
     done
+    return "$rc"
 }
 
 # The CSV as an aligned table: concurrency, throughput and client-side latency percentiles in milliseconds.
@@ -94,5 +104,5 @@ case "${1:-}" in
     install) install ;;
     sweep) shift; sweep "$@" ;;
     run) shift; run "$@" ;;
-    *) sed -n '2,14p' "$0" >&2; exit 2 ;;
+    *) sed -n '2,15p' "$0" >&2; exit 2 ;;
 esac

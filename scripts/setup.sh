@@ -12,14 +12,16 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 command -v cargo >/dev/null 2>&1 || { log "Rust (cargo >= 1.92) is required: https://rustup.rs"; exit 1; }
 
+# prometheus: the metrics tests scrape the server with a real Prometheus (and promtool checks the alert rules).
 need=()
-for pkg in curl ca-certificates; do
+for pkg in curl ca-certificates prometheus; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || need+=("$pkg")
 done
 if ((${#need[@]})); then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq && apt-get install -y -qq --no-install-recommends "${need[@]}" >&2
+    apt-get -o DPkg::Lock::Timeout=600 update -qq
+    apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${need[@]}" >&2
 fi
 
 ORT_LIB="$(bash convert/setup.sh)"

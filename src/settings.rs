@@ -51,6 +51,10 @@ pub struct Settings {
     pub max_body_bytes: usize,
     pub max_image_pixels: u64,
     pub max_images_per_request: usize,
+    /// Images being decoded or waiting for the model across all predict requests; more get 503 before decoding.
+    pub max_inflight_images: usize,
+    /// A request body not fully received within this gets 408, so stalled uploads cannot pile up.
+    pub body_timeout_secs: u64,
     /// Upper bound of the drain after SIGTERM.
     pub shutdown_timeout_secs: u64,
 }
@@ -72,6 +76,8 @@ impl Default for Settings {
             max_body_bytes: 64 * 1024 * 1024,
             max_image_pixels: 40_000_000,
             max_images_per_request: 64,
+            max_inflight_images: 256,
+            body_timeout_secs: 30,
             shutdown_timeout_secs: 30,
         }
     }
@@ -149,6 +155,12 @@ pub struct ServeArgs {
     /// Most images in one predict request (default 64) [env: OXINFER_MAX_IMAGES_PER_REQUEST]
     #[arg(long)]
     pub max_images_per_request: Option<usize>,
+    /// Images decoding or queued across all predict requests; beyond it 503 (default 256) [env: OXINFER_MAX_INFLIGHT_IMAGES]
+    #[arg(long)]
+    pub max_inflight_images: Option<usize>,
+    /// Seconds to receive a whole request body; slower gets 408 (default 30) [env: OXINFER_BODY_TIMEOUT_SECS]
+    #[arg(long)]
+    pub body_timeout_secs: Option<u64>,
     /// Upper bound in seconds of the drain after SIGTERM (default 30) [env: OXINFER_SHUTDOWN_TIMEOUT_SECS]
     #[arg(long)]
     pub shutdown_timeout_secs: Option<u64>,
@@ -189,7 +201,7 @@ impl Settings {
         take!(
             host, port, model_repository, model_control_mode, poll_interval_secs, poll_settle_ms, ort_library,
             log_format, log_level, http_workers, intra_op_threads, max_body_bytes, max_image_pixels,
-            max_images_per_request, shutdown_timeout_secs
+            max_images_per_request, max_inflight_images, body_timeout_secs, shutdown_timeout_secs
         );
     }
 
@@ -199,6 +211,8 @@ impl Settings {
             ("max_image_pixels", self.max_image_pixels),
             ("max_images_per_request", self.max_images_per_request as u64),
             ("poll_interval_secs", self.poll_interval_secs),
+            ("max_inflight_images", self.max_inflight_images as u64),
+            ("body_timeout_secs", self.body_timeout_secs),
         ];
         for (field, value) in positive {
             if value == 0 {

@@ -36,7 +36,7 @@ impl Application {
         let port = listener.local_addr()?.port();
         let workers = if settings.http_workers > 0 { settings.http_workers } else { cpus };
         let settings = Arc::new(settings);
-        let state = web::Data::new(AppState { registry: registry.clone(), settings: settings.clone(), metrics });
+        let state = web::Data::new(AppState::new(registry.clone(), settings.clone(), metrics));
         let server = HttpServer::new(move || {
             App::new().app_data(state.clone()).wrap(middleware::Compress::default()).configure(routes)
         })

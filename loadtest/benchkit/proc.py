@@ -216,6 +216,16 @@ def machine_load() -> dict:
     return {"loadavg": [round(load1, 2), round(load5, 2), round(load15, 2)], "cpus": os.cpu_count(), "busy": busy[:10]}
 
 
+def wait_quiet(max_seconds: float, threshold: float = 0.25, window: float = 5.0) -> float:
+    """Waits until the machine's busy CPU over `window` seconds is below `threshold` cores, at most `max_seconds`;
+    returns the last measured busy cores. Shared machines have quiet spells worth waiting for."""
+    deadline = time.monotonic() + max_seconds
+    while True:
+        busy = sum(psutil.cpu_percent(interval=window, percpu=True)) / 100
+        if busy < threshold or time.monotonic() >= deadline:
+            return busy
+
+
 # --- the ceiling --------------------------------------------------------------------------------------------------
 
 def ceiling(seconds: float, batches: list[int], instances: int = 0, threads: int = 0) -> list[dict]:

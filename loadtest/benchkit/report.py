@@ -162,6 +162,9 @@ def plot(path: Path, ceiling: list[dict], rows: list[dict], d: dict) -> None:
     cb, c1 = d.get("ceiling_best"), d.get("ceiling_batch1")
     if cb:
         ax_t.axhline(cb["images_per_s"], color="black", linewidth=1.2, label=f"ceiling, best batch ({cb['batch']})")
+    c2 = d.get("ceiling_best_2_instances")
+    if c2 and any(r["config"] == "instances_2" for r in rows):
+        ax_t.axhline(c2["images_per_s"], color="black", linewidth=1.0, linestyle=":", label="ceiling, 2 instances, best batch")
     if c1:
         ax_t.axhline(c1["images_per_s"], color="gray", linewidth=1.0, linestyle="-.", label="ceiling, batch 1")
         ax_l.axhline(c1["p99_ms"], color="gray", linewidth=1.0, linestyle="-.", label="ceiling batch 1 p99")

@@ -15,8 +15,8 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
     let reader = ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| DecodeError::Corrupt(e.to_string()))?;
     match reader.format() {
         None => return Err(DecodeError::UnknownFormat),
-        Some(ImageFormat::Jpeg) if !jpeg_complete(bytes) => {
-            return Err(DecodeError::Corrupt("JPEG data is truncated (no end-of-image marker after the last scan)".into()))
+        Some(ImageFormat::Jpeg) if !super::jpeg::is_complete(bytes) => {
+            return Err(DecodeError::Corrupt("JPEG data is truncated (it ends before its end-of-image marker)".into()))
         }
         Some(_) => {}
     }
@@ -37,15 +37,6 @@ pub fn decode_rgb(bytes: &[u8], max_pixels: u64) -> Result<RgbImage, DecodeError
     // Grey, grey+alpha, palette (expanded by the PNG decoder), RGBA and 16-bit all land in 8-bit RGB here;
     // alpha is dropped, as PIL's convert("RGB") does.
     Ok(img.to_rgb8())
-}
-
-/// The JPEG decoder fills a cut-off scan with grey and reports success; a photo cut short in transfer must be a
-/// 400, not a confident wrong answer. A complete file has an end-of-image marker after its last start-of-scan
-/// (an EXIF thumbnail's own markers come earlier, so they do not count).
-fn jpeg_complete(bytes: &[u8]) -> bool {
-    let last_scan = bytes.windows(2).rposition(|w| w == [0xFF, 0xDA]);
-    let last_end = bytes.windows(2).rposition(|w| w == [0xFF, 0xD9]);
-    matches!((last_scan, last_end), (Some(s), Some(e)) if e > s)
 }
 
 #[cfg(test)]

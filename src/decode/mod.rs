@@ -2,6 +2,7 @@
 //! then the model's preprocessing recipe. Pure CPU work, called off the async executor.
 
 pub mod image;
+pub mod jpeg;
 pub mod preprocess;
 
 #[derive(Debug, thiserror::Error)]

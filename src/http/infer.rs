@@ -43,7 +43,7 @@ async fn run(req: &HttpRequest, payload: web::Payload, state: &AppState, mv: &Mo
                 .ok_or_else(|| ApiError::BadRequest("Inference-Header-Content-Length must be a non-negative integer".into()))?,
         ),
     };
-    let bytes = body::read(req, payload, state.settings.max_body_bytes).await?;
+    let bytes = body::read(req, payload, &state.body_limits).await?;
     let max_batch = mv.config.max_batch_size;
     let parsed = request::parse(&bytes, json_len, &mv.signature, max_batch)?;
     drop(bytes);

@@ -26,6 +26,20 @@ pub struct AppState {
     pub registry: Arc<Registry>,
     pub settings: Arc<Settings>,
     pub metrics: PrometheusHandle,
+    pub body_limits: body::Limits,
+    /// One permit per image being decoded or waiting for the model: bounds the memory predict requests can hold.
+    pub image_permits: Arc<tokio::sync::Semaphore>,
+}
+
+impl AppState {
+    pub fn new(registry: Arc<Registry>, settings: Arc<Settings>, metrics: PrometheusHandle) -> Self {
+        let body_limits = body::Limits {
+            max_bytes: settings.max_body_bytes,
+            timeout: std::time::Duration::from_secs(settings.body_timeout_secs),
+        };
+        let image_permits = Arc::new(tokio::sync::Semaphore::new(settings.max_inflight_images));
+        Self { registry, settings, metrics, body_limits, image_permits }
+    }
 }
 
 impl AppState {
@@ -34,8 +48,15 @@ impl AppState {
     }
 }
 
+/// Extractor failures (a malformed query string or path) answer in the protocol's error shape too.
+pub fn extractor_errors(cfg: &mut web::ServiceConfig) {
+    cfg.app_data(web::QueryConfig::default().error_handler(|e, _| ApiError::BadRequest(format!("query string: {e}")).into()))
+        .app_data(web::PathConfig::default().error_handler(|e, _| ApiError::NotFound(format!("path: {e}")).into()));
+}
+
 /// Every route of the server. Paths follow Triton's (`/v2/...`) plus the image endpoint under `/v1`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
+    extractor_errors(cfg);
     cfg.service(resource("/v2/health/live").route(web::get().to(health::live)))
         .service(resource("/v2/health/ready").route(web::get().to(health::ready)))
         .service(resource("/v2").route(web::get().to(metadata::server)))

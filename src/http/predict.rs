@@ -61,6 +61,11 @@ async fn run(req: &HttpRequest, payload: web::Payload, state: &AppState, mv: &Mo
         })?,
     };
     let images = read_images(req, payload, state).await?;
+    let n = images.len();
+    // Held until the answer is ready: decoded tensors are ~0.6 MB per image, so their total is bounded here.
+    let _permits = state.image_permits.clone().try_acquire_many_owned(n as u32).map_err(|_| {
+        ApiError::Unavailable(format!("too many images in flight (limit {}); retry later", state.settings.max_inflight_images))
+    })?;
 
     let started = std::time::Instant::now();
     let max_pixels = state.settings.max_image_pixels;
@@ -74,35 +79,37 @@ async fn run(req: &HttpRequest, payload: web::Payload, state: &AppState, mv: &Mo
         })
     });
     let decoded = futures_util::future::join_all(tasks).await;
-    let mut pixels: Vec<f32> = Vec::with_capacity(decoded.len() * preprocess::tensor_len(&recipe));
-    let n = decoded.len();
+    let mut tensors: Vec<Vec<f32>> = Vec::with_capacity(n);
     for (i, d) in decoded.into_iter().enumerate() {
-        let values = d
-            .map_err(|e| ApiError::Internal(format!("decoding task failed: {e}")))?
-            .map_err(|e| ApiError::BadRequest(if n > 1 { format!("image {i}: {e}") } else { e.to_string() }))?;
-        pixels.extend_from_slice(&values);
+        tensors.push(
+            d.map_err(|e| ApiError::Internal(format!("decoding task failed: {e}")))?
+                .map_err(|e| ApiError::BadRequest(if n > 1 { format!("image {i}: {e}") } else { e.to_string() }))?,
+        );
     }
     metrics::histogram!(m::PREPROCESS_DURATION, "model" => mv.name.clone(), "version" => mv.version.to_string())
         .record(started.elapsed().as_secs_f64());
 
+    // Images are split into batches of at most max_batch_size rows; the scheduler may merge them with others.
     let per_image = preprocess::tensor_len(&recipe);
     let dims = preprocess::tensor_dims(&recipe);
     let chunk_rows = mv.config.max_batch_size.max(1);
-    let jobs = pixels.chunks(per_image * chunk_rows).map(|chunk| {
-        let rows = chunk.len() / per_image;
+    let jobs = tensors.chunks(chunk_rows).map(|group| {
+        let rows = group.len();
+        let mut data = Vec::with_capacity(rows * per_image);
+        group.iter().for_each(|t| data.extend_from_slice(t));
         let mut shape = dims.to_vec();
         if mv.config.max_batch_size > 0 {
             shape.insert(0, rows as i64);
         }
-        let input = Tensor { name: recipe.input.clone(), shape, data: TensorData::Fp32(chunk.to_vec()) };
-        mv.scheduler.infer(vec![input], rows)
+        let input = Tensor { name: recipe.input.clone(), shape, data: TensorData::Fp32(data) };
+        (rows, mv.scheduler.infer(vec![input], rows))
     });
-    let results = futures_util::future::join_all(jobs).await;
-    drop(pixels);
+    let (rows_per_job, futures): (Vec<usize>, Vec<_>) = jobs.unzip();
+    drop(tensors);
+    let results = futures_util::future::join_all(futures).await;
     let mut predictions: Vec<Vec<Class>> = Vec::with_capacity(n);
-    for (chunk_index, r) in results.into_iter().enumerate() {
+    for (rows, r) in rows_per_job.into_iter().zip(results) {
         let (outputs, _) = r?;
-        let rows = (n - chunk_index * chunk_rows).min(chunk_rows);
         let scores = outputs.into_iter().next().ok_or_else(|| ApiError::Internal("model produced no output".into()))?;
         predictions.extend(rank(scores, rows, k, &mv.labels)?);
     }
@@ -138,16 +145,15 @@ struct Instance {
 }
 
 async fn read_images(req: &HttpRequest, payload: web::Payload, state: &AppState) -> Result<Vec<web::Bytes>, ApiError> {
-    let limit = state.settings.max_body_bytes;
     let max_images = state.settings.max_images_per_request;
     let content_type = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let too_many = |n: usize| ApiError::BadRequest(format!("{n} images is more than the limit of {max_images} per request"));
     let images = if content_type.starts_with("image/") {
-        vec![body::read(req, payload, limit).await?]
+        vec![body::read(req, payload, &state.body_limits).await?]
     } else if content_type.starts_with("multipart/form-data") {
-        read_multipart(req, payload, limit, max_images).await?
+        read_multipart(req, payload, state, max_images).await?
     } else if content_type.starts_with("application/json") {
-        let bytes = body::read(req, payload, limit).await?;
+        let bytes = body::read(req, payload, &state.body_limits).await?;
         let parsed: Instances = serde_json::from_slice(&bytes)
             .map_err(|e| ApiError::BadRequest(format!("expected {{\"instances\": [{{\"b64\": \"...\"}}]}}: {e}")))?;
         if parsed.instances.len() > max_images {
@@ -178,8 +184,8 @@ async fn read_images(req: &HttpRequest, payload: web::Payload, state: &AppState)
     Ok(images)
 }
 
-async fn read_multipart(req: &HttpRequest, payload: web::Payload, limit: usize, max_images: usize) -> Result<Vec<web::Bytes>, ApiError> {
-    let bytes = body::read(req, payload, limit).await?;
+async fn read_multipart(req: &HttpRequest, payload: web::Payload, state: &AppState, max_images: usize) -> Result<Vec<web::Bytes>, ApiError> {
+    let bytes = body::read(req, payload, &state.body_limits).await?;
     let stream = futures_util::stream::once(async move { Ok::<_, actix_web::error::PayloadError>(bytes) });
     let mut form = Multipart::new(req.headers(), stream);
     let mut images = Vec::new();

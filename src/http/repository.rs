@@ -2,7 +2,7 @@
 //! Triton; the index answers in every mode.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use serde_json::{json, Value};
+use serde_json::{json, Map, Value};
 
 use super::error::ApiError;
 use super::{body, AppState};
@@ -13,16 +13,11 @@ pub struct ModelName {
 }
 
 pub async fn index(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> Result<HttpResponse, ApiError> {
-    let bytes = body::read(&req, payload, state.settings.max_body_bytes).await?;
-    let ready_only = if bytes.iter().all(u8::is_ascii_whitespace) {
-        false
-    } else {
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("index body is invalid JSON: {e}")))?;
-        match v.get("ready") {
-            None => false,
-            Some(Value::Bool(b)) => *b,
-            Some(_) => return Err(ApiError::BadRequest("'ready' must be a boolean".into())),
-        }
+    let bytes = body::read(&req, payload, &state.body_limits).await?;
+    let ready_only = match object_body(&bytes, "index")?.as_ref().and_then(|o| o.get("ready")) {
+        None => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::BadRequest("'ready' must be a boolean".into())),
     };
     let entries: Vec<Value> = state
         .registry
@@ -40,6 +35,18 @@ pub async fn index(req: HttpRequest, payload: web::Payload, state: web::Data<App
     Ok(HttpResponse::Ok().json(entries))
 }
 
+/// An optional JSON object body: empty is allowed (clients send none), anything else must be an object.
+fn object_body(bytes: &[u8], what: &str) -> Result<Option<Map<String, Value>>, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    match serde_json::from_slice::<Value>(bytes) {
+        Ok(Value::Object(o)) => Ok(Some(o)),
+        Ok(_) => Err(ApiError::BadRequest(format!("{what} body must be a JSON object"))),
+        Err(e) => Err(ApiError::BadRequest(format!("{what} body is invalid JSON: {e}"))),
+    }
+}
+
 fn explicit_only(state: &AppState) -> Result<(), ApiError> {
     if state.explicit() {
         Ok(())
@@ -53,19 +60,32 @@ fn explicit_only(state: &AppState) -> Result<(), ApiError> {
 
 pub async fn load(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>, path: web::Path<ModelName>) -> Result<HttpResponse, ApiError> {
     explicit_only(&state)?;
-    let bytes = body::read(&req, payload, state.settings.max_body_bytes).await?;
-    if !bytes.iter().all(u8::is_ascii_whitespace) {
-        let v: Value = serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("load body is invalid JSON: {e}")))?;
-        if v.get("parameters").and_then(|p| p.as_object()).is_some_and(|p| !p.is_empty()) {
-            return Err(ApiError::BadRequest("load parameters (config or file overrides) are not supported; update the repository instead".into()));
+    let bytes = body::read(&req, payload, &state.body_limits).await?;
+    match object_body(&bytes, "load")?.as_ref().and_then(|o| o.get("parameters")) {
+        None => {}
+        Some(Value::Object(p)) if p.is_empty() => {}
+        Some(Value::Object(_)) => {
+            return Err(ApiError::BadRequest("load parameters (config or file overrides) are not supported; update the repository instead".into()))
         }
+        Some(_) => return Err(ApiError::BadRequest("load 'parameters' must be an object".into())),
     }
     state.registry.load(&path.model).await?;
     Ok(HttpResponse::Ok().content_type("application/json").finish())
 }
 
-pub async fn unload(state: web::Data<AppState>, path: web::Path<ModelName>) -> Result<HttpResponse, ApiError> {
+pub async fn unload(req: HttpRequest, payload: web::Payload, state: web::Data<AppState>, path: web::Path<ModelName>) -> Result<HttpResponse, ApiError> {
     explicit_only(&state)?;
+    let bytes = body::read(&req, payload, &state.body_limits).await?;
+    // Accepted for Triton clients; a model here has no dependents to unload with it.
+    match object_body(&bytes, "unload")?.as_ref().and_then(|o| o.get("parameters")) {
+        None => {}
+        Some(Value::Object(p)) => {
+            if p.get("unload_dependents").is_some_and(|v| !v.is_boolean()) {
+                return Err(ApiError::BadRequest("'unload_dependents' must be a boolean".into()));
+            }
+        }
+        Some(_) => return Err(ApiError::BadRequest("unload 'parameters' must be an object".into())),
+    }
     state.registry.unload(&path.model).await;
     Ok(HttpResponse::Ok().content_type("application/json").finish())
 }

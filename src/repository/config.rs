@@ -369,6 +369,14 @@ impl ModelConfig {
     /// Labels from the configured file, one per line.
     pub fn read_labels(&self, model_dir: &Path) -> Result<Vec<String>, ConfigError> {
         let Some(rel) = &self.labels else { return Ok(Vec::new()) };
+        let inside = rel.components().all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(ConfigError {
+                file: model_dir.join(CONFIG_FILE),
+                field: "labels".into(),
+                reason: format!("'{}' must be a relative path inside the model folder", rel.display()),
+            });
+        }
         let file = model_dir.join(rel);
         std::fs::read_to_string(&file)
             .map(|t| t.lines().map(|l| l.trim().to_string()).collect())

@@ -222,6 +222,10 @@ impl Registry {
         if !scan::is_model_name(model) {
             return Err(ControlError::NotInRepository(model.to_string()));
         }
+        if !self.root.join(model).join(config::CONFIG_FILE).is_file() && !self.in_repository(model) {
+            // Nothing is kept for names that are not in the repository: no state, no metric series, no lock.
+            return Err(ControlError::NotInRepository(model.to_string()));
+        }
         let my_seq = self.seq.fetch_add(1, Ordering::SeqCst);
         let slot = self.control_slot(model);
         let mut record = slot.lock().await;
@@ -237,7 +241,7 @@ impl Registry {
     /// A model whose folder left the repository is forgotten: the index stops listing it and requests get 404,
     /// not a 503 inviting retries of a model that will not come back.
     pub async fn unload(&self, model: &str) {
-        if !scan::is_model_name(model) {
+        if !scan::is_model_name(model) || (!self.in_repository(model) && !self.live.load().contains_key(model)) {
             return;
         }
         let slot = self.control_slot(model);
@@ -272,6 +276,10 @@ impl Registry {
 
     async fn load_locked(&self, model: &str) -> Result<(), ControlError> {
         let dir = self.root.join(model);
+        if dir.join(config::CONFIG_FILE).is_file() {
+            // A zero sample from discovery on, so that increase() sees the first failure.
+            metrics::counter!(m::LOAD_FAILURES, "model" => model.to_string()).increment(0);
+        }
         if !dir.join(config::CONFIG_FILE).is_file() {
             self.set_state(model, None, State::Unavailable, "not in the repository");
             return Err(ControlError::NotInRepository(model.to_string()));
@@ -333,6 +341,14 @@ impl Registry {
         if next.versions.is_empty() && current.as_ref().is_some_and(|c| !c.versions.is_empty()) {
             // A bad new version never replaces a good one: keep serving what was serving.
             tracing::warn!(model, errors = ?errors, "no new version could be loaded; the serving versions stay");
+            // A failed reload of a version that is serving leaves it serving: the index says so, with the reason.
+            if let Some(c) = &current {
+                for v in c.versions.keys() {
+                    let why = errors.iter().find(|e| e.starts_with(&format!("version {v}:"))).map(String::as_str).unwrap_or("");
+                    let reason = if why.is_empty() { String::new() } else { format!("serving; the last reload failed: {why}") };
+                    self.set_state(model, Some(*v), State::Ready, &reason);
+                }
+            }
             return Err(failed(errors.join("; ")));
         }
         // Versions leaving service: their state turns UNAVAILABLE once the new snapshot is published.
@@ -379,6 +395,7 @@ impl Registry {
             .unwrap_or_else(|e| Err(LoadError::Runtime(format!("load task failed: {e}"))));
         let elapsed = started.elapsed().as_secs_f64();
         metrics::histogram!(m::LOAD_DURATION, "model" => model.to_string()).record(elapsed);
+        let built = built.and_then(|b| labels_fit(&b.signature, &labels).map(|()| b));
         let built = match built {
             Ok(b) => b,
             Err(e) => {
@@ -441,6 +458,20 @@ impl Registry {
         if let Ok(mut states) = self.states.lock() {
             states.remove(&(model.to_string(), None));
         }
+    }
+}
+
+/// A labels file must name every class of the first output, or predictions would come back with empty labels.
+fn labels_fit(sig: &Signature, labels: &[String]) -> Result<(), LoadError> {
+    let Some(out) = sig.outputs.first() else { return Ok(()) };
+    let classes = out.dims.iter().try_fold(1usize, |acc, &d| usize::try_from(d).ok().map(|d| acc * d));
+    match classes {
+        Some(n) if !labels.is_empty() && n != labels.len() => Err(LoadError::Mismatch {
+            kind: "labels",
+            name: out.name.clone(),
+            reason: format!("has {} lines but output '{}' has {n} classes", labels.len(), out.name),
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import itertools
 
 import pytest
+import requests
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 import models
@@ -45,7 +47,9 @@ def test_server_answers_as_described(api_schema, openapi_server):
 
         try:
             check()
-        except Exception as e:  # noqa: BLE001 - reported below with the operation's name
+        except Unsatisfiable:
+            pass  # nothing in this operation can be made invalid (no parameters, free-form strings only)
+        except (Exception, BaseExceptionGroup) as e:  # noqa: BLE001 - schemathesis' FailureGroup is a BaseExceptionGroup
             failures.append(f"{operation.method.upper()} {operation.path} ({mode.value} data): {e}")
     assert openapi_server.proc.poll() is None, "the server died"
     assert not failures, "\n\n".join(failures)
@@ -57,3 +61,23 @@ def test_schema_lists_the_protocol(api_schema, openapi_server):
                  "/v2/models/{model}/infer", "/v2/models/{model}/stats", "/v2/repository/index"):
         assert path in paths
     assert openapi_server.proc.poll() is None
+
+
+@pytest.mark.xfail(strict=True, reason="405 answers carry no Allow header yet (RFC 9110 requires one); "
+                                       "found by schemathesis' unsupported-method check")
+def test_undeclared_methods_are_405_with_allow(api_schema, openapi_server):
+    for path, item in api_schema.raw_schema["paths"].items():
+        declared = {m.upper() for m in item}
+        url = openapi_server.url + path.replace("{model}", "identity").replace("{version}", "1").replace(
+            "{target}", "identity:predict")
+        r = requests.request("PUT" if "PUT" not in declared else "DELETE", url, timeout=10)
+        assert r.status_code == 405 and r.json()["error"], (path, r.status_code, r.text)
+        assert declared <= {m.strip() for m in r.headers.get("Allow", "").split(",")}, (path, r.headers)
+
+
+def test_query_errors_are_json(openapi_server):
+    """Found by schemathesis (ST105): actix's own extractor errors were text/plain."""
+    r = requests.post(f"{openapi_server.url}/v1/models/identity:predict?top_k=1&top_k=2", data=b"x",
+                      headers={"Content-Type": "image/png"}, timeout=10)
+    assert r.status_code == 400 and r.headers["Content-Type"].startswith("application/json"), r.text
+    assert r.json()["error"]

@@ -250,3 +250,55 @@ def test_sigterm_drains_in_flight_requests():
         # Requests that reached the server before the signal complete; none fails with a 5xx.
         assert results and all(code == 200 for code in results if code), results
         assert "draining" in s.logs()
+
+
+def test_stalled_body_gets_408_and_image_budget_gets_503():
+    import socket
+
+    with start_server(["--body-timeout-secs", "1", "--max-inflight-images", "2"]) as s:
+        sock = socket.create_connection(("127.0.0.1", s.port))
+        sock.sendall(b"POST /v2/models/efficientnet_lite0/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\n\r\n{")
+        sock.settimeout(10)
+        reply = sock.recv(4096).decode(errors="replace")
+        sock.close()
+        assert reply.startswith("HTTP/1.1 408"), reply
+        assert '"error":"request body not received within 1 s"' in reply, reply
+        files = [("i", (f"{i}.png", photo("coffee.png"), "image/png")) for i in range(3)]
+        r = requests.post(f"{s.url}/v1/models/{MODEL}:predict", files=files, timeout=30)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+        assert "too many images in flight (limit 2)" in r.json()["error"]
+        assert predict(s, photo("coffee.png")).json()["predictions"][0][0]["label"] == "espresso"
+
+
+def test_unknown_names_leave_no_trace_in_explicit_mode():
+    with start_server(["--model-control-mode", "explicit"]) as s:
+        r = requests.post(f"{s.url}/v2/repository/models/made-up/load", timeout=30)
+        assert r.status_code == 404 and "not in the repository" in r.json()["error"]
+        assert requests.post(f"{s.url}/v2/repository/models/made-up/unload", timeout=30).status_code == 200
+        names = {e["name"] for e in requests.post(f"{s.url}/v2/repository/index", timeout=30).json()}
+        assert "made-up" not in names and MODEL in names
+        assert 'model="made-up"' not in requests.get(f"{s.url}/metrics", timeout=30).text
+        r = requests.post(f"{s.url}/v2/models/made-up/infer", json={"inputs": []}, timeout=30)
+        assert r.status_code == 404, r.text
+
+
+def test_labels_must_match_the_classes(tmp_path):
+    import shutil
+
+    src = ROOT / "model-repo" / MODEL
+    dst = tmp_path / "repo" / "m"
+    (dst / "1").mkdir(parents=True)
+    (dst / "1" / "model.onnx").hardlink_to(src / "1" / "model.onnx")
+    shutil.copy(src / "config.toml", dst / "config.toml")
+    (dst / "labels.txt").write_text("a\nb\nc\n")
+    with start_server(["--model-control-mode", "explicit"], repo=tmp_path / "repo", wait_ready=False) as s:
+        for _ in range(400):
+            try:
+                entries = requests.post(f"{s.url}/v2/repository/index", timeout=5).json()
+                entry = next((e for e in entries if e.get("version") == "1"), None)
+                if entry and entry["reason"]:
+                    break
+            except requests.RequestException:
+                pass
+            time.sleep(0.05)
+        assert "labels 'logits' has 3 lines but output 'logits' has 1000 classes" in entry["reason"], entry

@@ -50,7 +50,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--image", type=Path, default=None, help="PNG to send (default scikit-image's chelsea.png)")
     ap.add_argument("--out", type=Path, default=proc.ROOT / "loadtest" / "results" / "bench")
     ap.add_argument("--wait-quiet", type=float, default=0.0, metavar="SECONDS",
-                    help="first wait up to SECONDS for the machine to be idle (< 0.25 cores busy); default 0")
+                    help="before each measurement wait for an idle machine (< 0.25 cores busy), spending at most "
+                         "SECONDS in all; for shared machines (default 0: never wait)")
     ap.add_argument("--no-build", action="store_true", help="use the binaries in target/release as they are")
     return ap.parse_args()
 
@@ -60,7 +61,7 @@ def log(msg: str) -> None:
 
 
 def sweep_config(label: str, repo: Path, payloads: dict[str, client.Payload], protocols: list[str],
-                 concurrency: list[int], args: argparse.Namespace) -> tuple[list[dict], dict]:
+                 concurrency: list[int], args: argparse.Namespace, quiet: proc.Quiet) -> tuple[list[dict], dict]:
     server = proc.start_server(repo)
     info = {"ready_s": server.ready_s}
     rows = []
@@ -70,6 +71,7 @@ def sweep_config(label: str, repo: Path, payloads: dict[str, client.Payload], pr
         for name in protocols:
             log(f"{label}: {name}: {client.check(server.port, payloads[name])}")
             for c in concurrency:
+                quiet.wait()
                 row = {"config": label, **sweep.point(server, payloads[name], c, args.warmup, args.duration)}
                 rows.append(row)
                 log(f"{label} {name} c={c}: {row['images_per_s']:.1f} img/s p50 {row['p50_ms']:.1f} ms "
@@ -89,9 +91,7 @@ def main() -> int:
         log("cargo build --release --bin oxinfer --example ceiling")
         proc.build()
 
-    if args.wait_quiet > 0:
-        log(f"waiting up to {args.wait_quiet:.0f} s for an idle machine")
-        log(f"busy cores before starting: {proc.wait_quiet(args.wait_quiet):.2f}")
+    quiet = proc.Quiet(args.wait_quiet)
     load_before = proc.machine_load()
     log(f"machine before: load {load_before['loadavg']}, busy: {load_before['busy']}")
 
@@ -106,6 +106,7 @@ def main() -> int:
     log("bodies: " + ", ".join(f"{k} {len(p.body) / 1024:.0f} KiB" for k, p in payloads.items()))
 
     def run_ceiling(run: str, instances: int) -> list[dict]:
+        quiet.wait()
         rows = [{"run": run, "instances_cfg": instances, **r}
                 for r in proc.ceiling(args.ceiling_seconds, args.batches, instances=instances)]
         for r in rows:
@@ -118,6 +119,7 @@ def main() -> int:
     log("start-to-ready")
     ready = []
     for _ in range(args.starts):
+        quiet.wait()
         s = proc.start_server(proc.REPO)
         ready.append(s.ready_s)
         s.stop()
@@ -132,7 +134,7 @@ def main() -> int:
     for label, (changes, protocols) in variants.items():
         repo = proc.variant_repo(changes)
         try:
-            r, info = sweep_config(label, repo, payloads, protocols, args.concurrency, args)
+            r, info = sweep_config(label, repo, payloads, protocols, args.concurrency, args, quiet)
         finally:
             proc.cleanup(repo)
         rows += r
@@ -149,6 +151,7 @@ def main() -> int:
         "image": png.name,
         "machine_before": load_before,
         "machine_after": load_after,
+        "waited_for_quiet_s": round(quiet.waited, 1),
         "start_to_ready_s": ready,
         "start_to_ready_median_s": statistics.median(ready) if ready else None,
         "servers": infos,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix_web::dev::ServerHandle;
-use actix_web::{middleware, web, App, HttpServer};
+use actix_web::{web, App, HttpServer};
 
 use crate::http::{routes, AppState};
 use crate::repository::{watch, Registry};
@@ -38,7 +38,8 @@ impl Application {
         let settings = Arc::new(settings);
         let state = web::Data::new(AppState::new(registry.clone(), settings.clone(), metrics));
         let server = HttpServer::new(move || {
-            App::new().app_data(state.clone()).wrap(middleware::Compress::default()).configure(routes)
+            // Responses are compressed only on the infer routes, as Triton does: clients decompress only those.
+            App::new().app_data(state.clone()).configure(routes)
         })
         .workers(workers)
         .tcp_nodelay(true)

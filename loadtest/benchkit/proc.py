@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import math
 import os
 import re
 import shutil
@@ -216,14 +217,29 @@ def machine_load() -> dict:
     return {"loadavg": [round(load1, 2), round(load5, 2), round(load15, 2)], "cpus": os.cpu_count(), "busy": busy[:10]}
 
 
-def wait_quiet(max_seconds: float, threshold: float = 0.25, window: float = 5.0) -> float:
-    """Waits until the machine's busy CPU over `window` seconds is below `threshold` cores, at most `max_seconds`;
-    returns the last measured busy cores. Shared machines have quiet spells worth waiting for."""
-    deadline = time.monotonic() + max_seconds
-    while True:
-        busy = sum(psutil.cpu_percent(interval=window, percpu=True)) / 100
-        if busy < threshold or time.monotonic() >= deadline:
-            return busy
+class Quiet:
+    """Waits, before each measurement, until the rest of the machine is idle (< `threshold` busy cores over
+    `window` seconds), spending at most `budget` seconds over the whole run. Shared machines have quiet spells;
+    measuring inside them is what makes the ceiling and the server comparable."""
+
+    def __init__(self, budget: float, threshold: float = 0.25, window: float = 2.0):
+        self.left, self.threshold, self.window = budget, threshold, window
+        self.waited = 0.0
+
+    def wait(self) -> float:
+        """Returns the busy cores last seen (the measurement starts right after)."""
+        if self.left <= 0:
+            return math.nan
+        while True:
+            t0 = time.monotonic()
+            busy = sum(psutil.cpu_percent(interval=self.window, percpu=True)) / 100
+            spent = time.monotonic() - t0
+            if busy < self.threshold:
+                return busy
+            self.left -= spent
+            self.waited += spent
+            if self.left <= 0:
+                return busy
 
 
 # --- the ceiling --------------------------------------------------------------------------------------------------

@@ -137,7 +137,8 @@ def markdown(ceiling: list[dict], rows: list[dict], d: dict, meta: dict) -> str:
                  f"({', '.join(f'{x:.2f}' for x in sr['all'])})")
     ol = d["other_load_cores"]
     lines.append(f"- Other processes during the server points: mean {_fmt(ol['mean'], 2)} cores, max {_fmt(ol['max'], 2)} cores; "
-                 f"load average before {meta['machine_before']['loadavg']}, after {meta['machine_after']['loadavg']}")
+                 f"load average before {meta['machine_before']['loadavg']}, after {meta['machine_after']['loadavg']}; "
+                 f"waited {meta.get('waited_for_quiet_s', 0)} s for quiet spells")
     return "\n".join(lines) + "\n"
 
 

@@ -14,6 +14,7 @@ mod stats;
 use std::sync::Arc;
 use std::time::Instant;
 
+use actix_web::middleware::Compress;
 use actix_web::{web, HttpResponse};
 use metrics_exporter_prometheus::PrometheusHandle;
 
@@ -57,40 +58,42 @@ pub fn extractor_errors(cfg: &mut web::ServiceConfig) {
 /// Every route of the server. Paths follow Triton's (`/v2/...`) plus the image endpoint under `/v1`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     extractor_errors(cfg);
-    cfg.service(resource("/v2/health/live").route(web::get().to(health::live)))
-        .service(resource("/v2/health/ready").route(web::get().to(health::ready)))
-        .service(resource("/v2").route(web::get().to(metadata::server)))
-        .service(resource("/v2/models/stats").route(web::get().to(stats::all)))
-        .service(resource("/v2/models/{model}").route(web::get().to(metadata::model)))
-        .service(resource("/v2/models/{model}/versions/{version}").route(web::get().to(metadata::model)))
-        .service(resource("/v2/models/{model}/ready").route(web::get().to(metadata::ready)))
-        .service(resource("/v2/models/{model}/versions/{version}/ready").route(web::get().to(metadata::ready)))
-        .service(resource("/v2/models/{model}/config").route(web::get().to(metadata::config)))
-        .service(resource("/v2/models/{model}/versions/{version}/config").route(web::get().to(metadata::config)))
-        .service(resource("/v2/models/{model}/stats").route(web::get().to(stats::model)))
-        .service(resource("/v2/models/{model}/versions/{version}/stats").route(web::get().to(stats::model)))
-        .service(resource("/v2/models/{model}/infer").route(web::post().to(infer::infer)))
-        .service(resource("/v2/models/{model}/versions/{version}/infer").route(web::post().to(infer::infer)))
-        .service(resource("/v2/repository/index").route(web::post().to(repository::index)))
-        .service(resource("/v2/repository/models/{model}/load").route(web::post().to(repository::load)))
-        .service(resource("/v2/repository/models/{model}/unload").route(web::post().to(repository::unload)))
-        .service(resource("/v1/models/{target}").route(web::post().to(predict::predict)))
-        .service(resource("/metrics").route(web::get().to(stats::prometheus)))
-        .service(resource("/openapi.json").route(web::get().to(openapi::spec)))
-        .service(resource("/docs").route(web::get().to(openapi::docs)))
+    cfg.service(resource("/v2/health/live", "GET").route(web::get().to(health::live)))
+        .service(resource("/v2/health/ready", "GET").route(web::get().to(health::ready)))
+        .service(resource("/v2", "GET").route(web::get().to(metadata::server)))
+        .service(resource("/v2/models/stats", "GET").route(web::get().to(stats::all)))
+        .service(resource("/v2/models/{model}", "GET").route(web::get().to(metadata::model)))
+        .service(resource("/v2/models/{model}/versions/{version}", "GET").route(web::get().to(metadata::model)))
+        .service(resource("/v2/models/{model}/ready", "GET").route(web::get().to(metadata::ready)))
+        .service(resource("/v2/models/{model}/versions/{version}/ready", "GET").route(web::get().to(metadata::ready)))
+        .service(resource("/v2/models/{model}/config", "GET").route(web::get().to(metadata::config)))
+        .service(resource("/v2/models/{model}/versions/{version}/config", "GET").route(web::get().to(metadata::config)))
+        .service(resource("/v2/models/{model}/stats", "GET").route(web::get().to(stats::model)))
+        .service(resource("/v2/models/{model}/versions/{version}/stats", "GET").route(web::get().to(stats::model)))
+        .service(resource("/v2/models/{model}/infer", "POST").wrap(Compress::default()).route(web::post().to(infer::infer)))
+        .service(resource("/v2/models/{model}/versions/{version}/infer", "POST").wrap(Compress::default()).route(web::post().to(infer::infer)))
+        .service(resource("/v2/repository/index", "POST").route(web::post().to(repository::index)))
+        .service(resource("/v2/repository/models/{model}/load", "POST").route(web::post().to(repository::load)))
+        .service(resource("/v2/repository/models/{model}/unload", "POST").route(web::post().to(repository::unload)))
+        .service(resource("/v1/models/{target}", "POST").route(web::post().to(predict::predict)))
+        .service(resource("/metrics", "GET").route(web::get().to(stats::prometheus)))
+        .service(resource("/openapi.json", "GET").route(web::get().to(openapi::spec)))
+        .service(resource("/docs", "GET").route(web::get().to(openapi::docs)))
         .default_service(web::to(not_found));
 }
 
-fn resource(path: &str) -> actix_web::Resource {
-    web::resource(path).default_service(web::to(method_not_allowed))
+/// A route's resource, whose other methods get 405 with the `Allow` header naming the one it takes.
+fn resource(path: &str, allow: &'static str) -> actix_web::Resource {
+    web::resource(path).default_service(web::to(move || async move {
+        let e = ApiError::MethodNotAllowed("Method Not Allowed".into());
+        let mut res = actix_web::ResponseError::error_response(&e);
+        res.headers_mut().insert(actix_web::http::header::ALLOW, actix_web::http::header::HeaderValue::from_static(allow));
+        res
+    }))
 }
 
 async fn not_found() -> Result<HttpResponse, ApiError> {
     Err(ApiError::NotFound("Not Found".into()))
-}
-
-async fn method_not_allowed() -> Result<HttpResponse, ApiError> {
-    Err(ApiError::MethodNotAllowed("Method Not Allowed".into()))
 }
 
 /// Optional `/versions/{v}` segment.

@@ -204,18 +204,18 @@ fn version_stats() {}
 fn repository_index() {}
 
 #[utoipa::path(post, path = "/v2/repository/models/{model}/load", tag = "repository", params(("model" = String, Path)),
-    responses((status = 200, description = "Loaded (empty body)"), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+    responses((status = 200, description = "Loaded (empty body)"), (status = 400, description = "Load failed, or not in explicit mode", body = ErrorBody), (status = 404, body = ErrorBody)))]
 #[allow(dead_code)]
 fn repository_load() {}
 
 #[utoipa::path(post, path = "/v2/repository/models/{model}/unload", tag = "repository", params(("model" = String, Path)),
-    responses((status = 200, description = "Unloading (empty body)"), (status = 400, body = ErrorBody)))]
+    responses((status = 200, description = "Unloading (empty body)"), (status = 400, description = "Not in explicit mode", body = ErrorBody)))]
 #[allow(dead_code)]
 fn repository_unload() {}
 
 #[utoipa::path(post, path = "/v1/models/{target}", tag = "images",
     params(("target" = String, Path, description = "`<model>:predict`"), ("top_k" = Option<u32>, Query)),
-    request_body(content = Vec<u8>, description = "An image (image/*), a multipart form of images, or {\"instances\":[{\"b64\":...}]}",
+    request_body(content = String, description = "An image (image/*, raw bytes), a multipart form of images, or {\"instances\":[{\"b64\":...}]}",
                  content_type = "image/png"),
     responses((status = 200, body = PredictResponse), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody),
               (status = 413, body = ErrorBody), (status = 415, body = ErrorBody), (status = 503, body = ErrorBody)))]

@@ -63,8 +63,6 @@ def test_schema_lists_the_protocol(api_schema, openapi_server):
     assert openapi_server.proc.poll() is None
 
 
-@pytest.mark.xfail(strict=True, reason="405 answers carry no Allow header yet (RFC 9110 requires one); "
-                                       "found by schemathesis' unsupported-method check")
 def test_undeclared_methods_are_405_with_allow(api_schema, openapi_server):
     for path, item in api_schema.raw_schema["paths"].items():
         declared = {m.upper() for m in item}

@@ -270,9 +270,6 @@ def test_asyncio_client_infer(server, batch, reference):
     asyncio.run(main())
 
 
-@pytest.mark.xfail(strict=True, reason="the server compresses every response whose request accepts gzip; aiohttp "
-                                       "asks by default, but tritonclient's aio client decompresses only inference "
-                                       "responses (Triton compresses nothing else)")
 def test_asyncio_client_metadata(server):
     async def main():
         async with aioclient.InferenceServerClient(host(server)) as c:

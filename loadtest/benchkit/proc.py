@@ -241,6 +241,24 @@ class Quiet:
             if self.left <= 0:
                 return busy
 
+    def measure(self, fn, on_redo=None) -> dict:
+        """Runs `fn()` (a result with `other_cores`) until it ran while the rest of the machine stayed under the
+        threshold, or the budget is spent; a spell can end mid-measurement, and then the measurement is redone."""
+        attempts = 0
+        while True:
+            self.wait()
+            t0 = time.monotonic()
+            result = fn()
+            attempts += 1
+            if self.left <= 0 or result["other_cores"] < self.threshold:
+                result["attempts"] = attempts
+                return result
+            spent = time.monotonic() - t0
+            self.left -= spent
+            self.waited += spent
+            if on_redo:
+                on_redo(result)
+
 
 # --- the ceiling --------------------------------------------------------------------------------------------------
 

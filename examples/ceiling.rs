@@ -33,6 +33,10 @@ struct Args {
     /// Sessions run side by side, each on its own thread (0: the model's instance_group.count).
     #[arg(long, default_value_t = 0)]
     instances: usize,
+    /// Idle milliseconds between runs, as a server at low load has between requests (ONNX Runtime's thread pool
+    /// stops spinning and sleeps when idle, and waking it costs time); 0 runs back to back.
+    #[arg(long, default_value_t = 0.0)]
+    gap_ms: f64,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -69,7 +73,8 @@ fn main() -> anyhow::Result<()> {
 
     for &batch in &args.batches {
         let feed = make_inputs(&inputs, batch);
-        let line = measure(&mut sessions, &feed, batch, Duration::from_secs_f64(args.seconds))?;
+        let gap = Duration::from_secs_f64(args.gap_ms / 1e3);
+        let line = measure(&mut sessions, &feed, batch, Duration::from_secs_f64(args.seconds), gap)?;
         println!("{}", serde_json::json!({
             "batch": batch,
             "images_per_s": line.images_per_s,
@@ -78,6 +83,7 @@ fn main() -> anyhow::Result<()> {
             "runs": line.runs,
             "instances": instances,
             "threads_per_instance": per_instance,
+            "gap_ms": args.gap_ms,
             "model": model_name(&args.model_dir),
             "version": version,
         }));
@@ -121,9 +127,10 @@ struct Line {
     runs: usize,
 }
 
-/// Runs every session in a loop on its own thread for `span`; throughput is over wall time, latency per run.
+/// Runs every session in a loop on its own thread for `span`; throughput is over wall time (gaps included),
+/// latency per run.
 /// The input copy `run` consumes is made outside the timed call, as the server makes it while parsing.
-fn measure(sessions: &mut [Instance], feed: &[Tensor], batch: usize, span: Duration) -> anyhow::Result<Line> {
+fn measure(sessions: &mut [Instance], feed: &[Tensor], batch: usize, span: Duration, gap: Duration) -> anyhow::Result<Line> {
     for s in sessions.iter_mut() {
         for _ in 0..3 {
             s.run(feed.to_vec())?;
@@ -141,6 +148,9 @@ fn measure(sessions: &mut [Instance], feed: &[Tensor], batch: usize, span: Durat
                         let t0 = Instant::now();
                         s.run(input)?;
                         lat.push(t0.elapsed().as_secs_f64() * 1e3);
+                        if !gap.is_zero() {
+                            std::thread::sleep(gap);
+                        }
                     }
                     Ok(lat)
                 })

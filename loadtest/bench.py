@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput benchmark of oxinfer against raw ONNX Runtime, on one machine, in one run.
 
-    .venv/bin/python loadtest/bench.py            # about 6 minutes with the defaults
+    .venv/bin/python loadtest/bench.py            # about 7 minutes with the defaults
 
 Measures the in-process ceiling (examples/ceiling.rs: same model, same [execution] settings and threads), then the
 server over V2 JSON, V2 binary and the image endpoint at rising concurrency, batching on/off, one instance vs two,

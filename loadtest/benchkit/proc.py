@@ -21,23 +21,13 @@ from pathlib import Path
 
 import psutil
 
+from harness.servers import ort_library  # one definition of where the wheel's library is
+
 ROOT = Path(__file__).resolve().parents[2]
 MODEL = "efficientnet_lite0"
 REPO = ROOT / "model-repo"
 SERVER_BIN = ROOT / "target" / "release" / "oxinfer"
 CEILING_BIN = ROOT / "target" / "release" / "examples" / "ceiling"
-
-
-def ort_library() -> Path:
-    env = os.environ.get("OXINFER_ORT_LIBRARY")
-    if env:
-        return Path(env)
-    import onnxruntime
-
-    libs = sorted((Path(onnxruntime.__file__).parent / "capi").glob("libonnxruntime.so.*"))
-    if not libs:
-        raise FileNotFoundError("no libonnxruntime.so.* in the onnxruntime wheel")
-    return libs[-1]
 
 
 def build() -> None:

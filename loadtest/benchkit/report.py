@@ -68,7 +68,8 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
             for c, bucket in ((1, "concurrency_1"), (16, "concurrency_16")):
                 r = next(iter(_find(sel, concurrency=c)), None)
                 if r:
-                    entry = {"p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"], "images_per_s": r["images_per_s"]}
+                    entry = {"p50_ms": r["p50_ms"], "p95_ms": r["p95_ms"], "p99_ms": r["p99_ms"], "images_per_s": r["images_per_s"],
+                             "mean_ms": r["mean_ms"], "server_ms": r["server_ms"], "queue_ms": r["queue_ms"], "compute_ms": r["compute_ms"]}
                     if c == 1 and ceil_b1:
                         entry["p50_minus_ceiling_batch1_ms"] = r["p50_ms"] - ceil_b1["p50_ms"]
                     out[bucket][key] = entry
@@ -106,12 +107,13 @@ def markdown(ceiling: list[dict], rows: list[dict], d: dict, meta: dict) -> str:
         lines.append(f"| {r['run']} | {r['instances']} x {r['threads_per_instance']} | {r['batch']} | {_fmt(r['images_per_s'])} | "
                      f"{_fmt(r['p50_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | {r['ceiling_cores']:.2f}/{r['other_cores']:.2f} |")
     lines += ["", "## Server", "",
-              "| config | protocol | conc. | images/s | p50 ms | p95 ms | p99 ms | mean batch | cores server/client/other | RSS max MiB | errors |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "| config | protocol | conc. | images/s | p50 ms | p95 ms | p99 ms | mean ms client/server/queue/compute | mean batch | cores server/client/other | RSS max MiB | errors |",
+              "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['config']} | {r['protocol']} | {r['concurrency']} | {_fmt(r['images_per_s'])} | {_fmt(r['p50_ms'], 2)} | "
-            f"{_fmt(r['p95_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | {_fmt(r['mean_batch'])} | "
+            f"{_fmt(r['p95_ms'], 2)} | {_fmt(r['p99_ms'], 2)} | "
+            f"{_fmt(r['mean_ms'], 2)}/{_fmt(r['server_ms'], 2)}/{_fmt(r['queue_ms'], 2)}/{_fmt(r['compute_ms'], 2)} | {_fmt(r['mean_batch'])} | "
             f"{r['server_cores']:.2f}/{r['client_cores']:.2f}/{r['other_cores']:.2f} | {_fmt(r['rss_max_mb'], 0)} | {r['errors']} |")
     cb = d["ceiling_best"] or {}
     lines += ["", "## Derived", "",
@@ -125,7 +127,9 @@ def markdown(ceiling: list[dict], rows: list[dict], d: dict, meta: dict) -> str:
                      f"(mean batch {_fmt(v['mean_batch'])}), server/ceiling = {_fmt(v['ratio_to_ceiling'], 2)}")
     for k, v in d["concurrency_1"].items():
         lines.append(f"- Concurrency 1 {k}: p50 {_fmt(v['p50_ms'], 2)} ms, p99 {_fmt(v['p99_ms'], 2)} ms, "
-                     f"p50 minus ceiling batch-1 p50 = {_fmt(v.get('p50_minus_ceiling_batch1_ms'), 2)} ms")
+                     f"p50 minus ceiling batch-1 p50 = {_fmt(v.get('p50_minus_ceiling_batch1_ms'), 2)} ms; means: client "
+                     f"{_fmt(v['mean_ms'], 2)}, in the server {_fmt(v['server_ms'], 2)}, of which queue {_fmt(v['queue_ms'], 2)} "
+                     f"and compute {_fmt(v['compute_ms'], 2)} ms")
     for k, v in d["concurrency_16"].items():
         lines.append(f"- Concurrency 16 {k}: p50 {_fmt(v['p50_ms'], 2)} ms, p99 {_fmt(v['p99_ms'], 2)} ms")
     rss = d["rss_mb"]

@@ -44,6 +44,10 @@ def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup
     def delta(name: str) -> float:
         return (proc.metric(after_metrics, name, labels) or 0.0) - (proc.metric(before_metrics, name, labels) or 0.0)
 
+    def mean_ms(histogram: str) -> float:
+        n = delta(f"{histogram}_count")
+        return delta(f"{histogram}_sum") / n * 1e3 if n else math.nan
+
     batches = delta("oxinfer_batch_size_count")
     cpu = proc.cpu_split(cpu0, cpu1)
     return {
@@ -57,6 +61,11 @@ def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup
         "p99_ms": percentile(ok, 0.99),
         "mean_ms": sum(ok) / len(ok) if ok else math.nan,
         "mean_batch": delta("oxinfer_batch_size_sum") / batches if batches else math.nan,
+        # Where the time went, from the server's own histograms (means): handler entry to response (body read
+        # included), waiting in the queue, and one ONNX Runtime run of a batch (stacking included).
+        "server_ms": mean_ms("oxinfer_request_duration_seconds"),
+        "queue_ms": mean_ms("oxinfer_queue_duration_seconds"),
+        "compute_ms": mean_ms("oxinfer_compute_duration_seconds"),
         "rss_max_mb": rss_max / 2**20,
         **{k: round(v, 3) for k, v in cpu.items()},
         "client_cpu_ms_per_req": cpu["client_cores"] * window * 1e3 / max(len(inside), 1),

@@ -35,11 +35,12 @@ pub fn decode(datatype: DataType, data: &Value, expected: usize) -> Result<Tenso
         };
     }
     macro_rules! floats {
+        // A number beyond the type's range is refused rather than turned into infinity (JSON numbers are finite).
         ($variant:ident, $conv:expr) => {
             TensorData::$variant(
                 flat.iter()
                     .enumerate()
-                    .map(|(i, v)| v.as_f64().map($conv).ok_or_else(|| bad(i, v)))
+                    .map(|(i, v)| v.as_f64().map($conv).filter(|x| x.is_finite()).ok_or_else(|| bad(i, v)))
                     .collect::<Result<_, _>>()?,
             )
         };
@@ -137,6 +138,10 @@ mod tests {
         assert!(err.to_string().contains("1.5"));
         assert!(decode(DataType::Bool, &json!([1]), 1).is_err());
         assert!(decode(DataType::Bytes, &json!([3]), 1).is_err());
+        assert!(decode(DataType::Fp32, &json!([1e39]), 1).unwrap_err().to_string().contains("expected FP32"));
+        assert!(decode(DataType::Fp16, &json!([70000.0]), 1).is_err());
+        assert!(decode(DataType::Fp64, &json!([1e300]), 1).is_ok());
+        assert!(decode(DataType::Fp32, &json!([-3.402823466385289e38]), 1).is_ok(), "f32::MAX as Python prints it");
     }
 
     #[test]

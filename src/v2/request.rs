@@ -223,7 +223,8 @@ fn output_requests(header: &Header, sig: &Signature) -> Result<Vec<OutputRequest
         Some(Value::Bool(b)) => *b,
         Some(_) => return Err(ProtocolError::new("parameters.binary_data_output must be a boolean")),
     };
-    let Some(requested) = &header.outputs else {
+    // No outputs, or an empty list, asks for all of them.
+    let Some(requested) = header.outputs.as_ref().filter(|o| !o.is_empty()) else {
         return Ok(sig.outputs.iter().map(|o| OutputRequest { name: o.name.clone(), binary: default_binary, classification: None }).collect());
     };
     requested

@@ -113,6 +113,8 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # The log is only worth keeping when the server failed, and then start_server has shown it.
+        self.log.unlink(missing_ok=True)
 
 
 def start_server(repo: Path, extra: list[str] | None = None, timeout: float = 120.0) -> Server:

@@ -31,10 +31,8 @@ fn serve(cli: Cli) -> anyhow::Result<()> {
 
 /// Writes the image endpoint's input tensor for one image, for the preprocessing parity test.
 fn preprocess(config: &std::path::Path, image: &std::path::Path, out: &std::path::Path) -> anyhow::Result<()> {
-    let dir = config.parent().unwrap_or(std::path::Path::new("."));
     let text = std::fs::read_to_string(config)?;
     let cfg = oxinfer::repository::config::ModelConfig::parse(&text, config)?;
-    let _ = dir;
     let recipe = cfg.preprocess.ok_or_else(|| anyhow::anyhow!("{}: no [preprocess] section", config.display()))?;
     let bytes = std::fs::read(image)?;
     let img = oxinfer::decode::image::decode_rgb(&bytes, u64::MAX)?;

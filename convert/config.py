@@ -14,6 +14,7 @@ DEFAULT_TABLES: dict[str, dict[str, Any]] = {
     "version_policy": {"latest": 1},
     "dynamic_batching": {
         "max_queue_delay_us": 2000,
+        "eager": True,
         "preferred_batch_sizes": [],
         "max_queue_size": 256,
         "timeout_ms": 30000,
@@ -36,6 +37,7 @@ COMMENTS = {
     ("preprocess", "crop_fraction"): "centre square crop of crop_fraction x short side",
     ("preprocess", "size"): "output is size x size",
     ("execution", "intra_op_threads"): "0 = derived from the CPU quota",
+    ("dynamic_batching", "eager"): "wait only while more requests are on their way; false = always wait the delay",
     ("dynamic_batching", "preferred_batch_sizes"): "warm-up runs at batch 1 and at each size listed here; large sizes grow the idle memory arena",
 }
 

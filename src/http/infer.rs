@@ -43,11 +43,12 @@ async fn run(req: &HttpRequest, payload: web::Payload, state: &AppState, mv: &Mo
                 .ok_or_else(|| ApiError::BadRequest("Inference-Header-Content-Length must be a non-negative integer".into()))?,
         ),
     };
+    let arrival = mv.scheduler.arriving();
     let bytes = body::read(req, payload, &state.body_limits).await?;
     let max_batch = mv.config.max_batch_size;
     let parsed = request::parse(&bytes, json_len, &mv.signature, max_batch)?;
     drop(bytes);
-    let (outputs, _timings) = mv.scheduler.infer(parsed.inputs, parsed.rows).await?;
+    let (outputs, _timings) = mv.scheduler.infer_announced(Some(arrival), parsed.inputs, parsed.rows).await?;
     let ctx = response::Context {
         model: &mv.name,
         version: mv.version,

@@ -60,6 +60,7 @@ async fn run(req: &HttpRequest, payload: web::Payload, state: &AppState, mv: &Mo
             ApiError::BadRequest(format!("top_k must be an integer from 1 to {classes}, got '{s}'"))
         })?,
     };
+    let mut arrival = Some(mv.scheduler.arriving());
     let images = read_images(req, payload, state).await?;
     let n = images.len();
     // Held until the answer is ready: decoded tensors are ~0.6 MB per image, so their total is bounded here.
@@ -90,22 +91,24 @@ async fn run(req: &HttpRequest, payload: web::Payload, state: &AppState, mv: &Mo
         .record(started.elapsed().as_secs_f64());
 
     // Images are split into batches of at most max_batch_size rows; the scheduler may merge them with others.
-    let per_image = preprocess::tensor_len(&recipe);
     let dims = preprocess::tensor_dims(&recipe);
     let chunk_rows = mv.config.max_batch_size.max(1);
-    let jobs = tensors.chunks(chunk_rows).map(|group| {
+    let mut futures = Vec::with_capacity(n.div_ceil(chunk_rows));
+    let mut rows_per_job = Vec::with_capacity(futures.capacity());
+    let mut pending = tensors.into_iter().peekable();
+    while pending.peek().is_some() {
+        let group: Vec<Vec<f32>> = pending.by_ref().take(chunk_rows).collect();
         let rows = group.len();
-        let mut data = Vec::with_capacity(rows * per_image);
-        group.iter().for_each(|t| data.extend_from_slice(t));
+        // A single image's tensor is moved, not copied.
+        let data = if rows == 1 { group.into_iter().next().unwrap_or_default() } else { group.concat() };
         let mut shape = dims.to_vec();
         if mv.config.max_batch_size > 0 {
             shape.insert(0, rows as i64);
         }
         let input = Tensor { name: recipe.input.clone(), shape, data: TensorData::Fp32(data) };
-        (rows, mv.scheduler.infer(vec![input], rows))
-    });
-    let (rows_per_job, futures): (Vec<usize>, Vec<_>) = jobs.unzip();
-    drop(tensors);
+        rows_per_job.push(rows);
+        futures.push(mv.scheduler.infer_announced(arrival.take(), vec![input], rows));
+    }
     let results = futures_util::future::join_all(futures).await;
     let mut predictions: Vec<Vec<Class>> = Vec::with_capacity(n);
     for (rows, r) in rows_per_job.into_iter().zip(results) {

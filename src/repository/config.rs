@@ -141,6 +141,10 @@ pub struct DynamicBatching {
     pub enabled: bool,
     /// How long the first request of a batch may wait for company.
     pub max_queue_delay_us: u64,
+    /// Close a batch at once when nothing more is queued or being received for this version, or when another
+    /// instance is free: the delay is then spent only on requests already on their way. `false` always waits up
+    /// to the delay, as Triton does.
+    pub eager: bool,
     /// Sizes the batcher prefers to close a batch at (rows).
     pub preferred_batch_sizes: Vec<usize>,
     /// Requests waiting beyond this are refused with 503.
@@ -151,7 +155,7 @@ pub struct DynamicBatching {
 
 impl Default for DynamicBatching {
     fn default() -> Self {
-        Self { enabled: true, max_queue_delay_us: 2000, preferred_batch_sizes: Vec::new(), max_queue_size: 256, timeout_ms: 30_000 }
+        Self { enabled: true, max_queue_delay_us: 2000, eager: true, preferred_batch_sizes: Vec::new(), max_queue_size: 256, timeout_ms: 30_000 }
     }
 }
 
@@ -253,6 +257,9 @@ pub struct Execution {
     pub memory_arena: bool,
     /// Pre-plans buffers for fixed shapes.
     pub memory_pattern: bool,
+    /// ONNX Runtime's intra-op threads spin between parallel sections instead of sleeping: lower latency on
+    /// dedicated cores, but spinning threads take CPU from the HTTP side when the two share a small CPU quota.
+    pub intra_op_spinning: bool,
 }
 
 impl Default for Execution {
@@ -265,6 +272,7 @@ impl Default for Execution {
             graph_optimization_level: OptimizationLevel::All,
             memory_arena: true,
             memory_pattern: true,
+            intra_op_spinning: true,
         }
     }
 }
@@ -426,9 +434,11 @@ mean = [127.0, 127.0, 127.0]
 std = [128.0, 128.0, 128.0]
 [dynamic_batching]
 preferred_batch_sizes = [4, 8]
+eager = false
 [execution]
 providers = ["tensorrt", { name = "cuda", device_id = 1, memory_limit_bytes = 1000 }, "cpu"]
 provider_policy = "strict"
+intra_op_spinning = false
 "#;
 
     fn parse(t: &str) -> Result<ModelConfig, ConfigError> {
@@ -444,6 +454,9 @@ provider_policy = "strict"
         assert_eq!(c.execution.providers.len(), 3);
         assert_eq!(c.execution.providers[1].options().device_id, 1);
         assert_eq!(c.execution.provider_policy, ProviderPolicy::Strict);
+        assert!(!c.dynamic_batching.eager && !c.execution.intra_op_spinning);
+        let defaults = parse("").unwrap();
+        assert!(defaults.dynamic_batching.eager && defaults.execution.intra_op_spinning);
     }
 
     fn error_of(text: &str) -> String {

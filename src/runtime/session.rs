@@ -40,7 +40,8 @@ impl Instance {
                 OptimizationLevel::All => GraphOptimizationLevel::All,
             })?
             .with_intra_threads(threads.max(1))?
-            .with_memory_pattern(exec.memory_pattern)?;
+            .with_memory_pattern(exec.memory_pattern)?
+            .with_intra_op_spinning(exec.intra_op_spinning)?;
         if exec.inter_op_threads > 0 {
             builder = builder.with_inter_threads(exec.inter_op_threads)?;
         }

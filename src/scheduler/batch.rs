@@ -17,8 +17,13 @@ pub fn stack(mut parts: Vec<Vec<Tensor>>) -> Vec<Tensor> {
     if parts.len() == 1 {
         return parts.pop().unwrap_or_default();
     }
+    // One allocation per input: growing by doubling would copy a batch of images several times.
+    let totals: Vec<usize> = (0..parts[0].len()).map(|k| parts.iter().map(|p| p.get(k).map_or(0, |t| t.data.len())).sum()).collect();
     let mut iter = parts.into_iter();
     let Some(mut out) = iter.next() else { return Vec::new() };
+    for (acc, total) in out.iter_mut().zip(totals) {
+        acc.data.reserve(total.saturating_sub(acc.data.len()));
+    }
     for part in iter {
         for (acc, t) in out.iter_mut().zip(part) {
             acc.data.extend_from(&t.data);

@@ -1,26 +1,48 @@
-//! The batching loop. It waits for a free instance first and only then gathers requests, so that while every
-//! instance is busy the queue fills and the next batch is as large as the waiting requests allow, without adding
-//! delay at low load beyond `max_queue_delay`.
+//! The batching loop, run by every instance on its own thread. A free instance takes the queue (one gatherer at a
+//! time), waits for a first request, and gathers more until the row cap, a preferred size, or the end of the wait
+//! for company; then it releases the queue and computes, so while it is busy the queue fills and its next batch is
+//! as large as the waiting requests allow. An eager policy waits only for requests already being received, and not
+//! at all while another instance is free to take them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
+use crossbeam_channel::{Receiver, TryRecvError};
 
 use super::batch::{compatible, stack, unstack};
 use super::{BatchPolicy, Executor, Job, Labels, SchedulerError, Timings};
 use crate::observe::metrics as m;
 use crate::observe::stats::VersionStats;
 
-struct Shared {
+pub(super) struct Shared {
     policy: Arc<BatchPolicy>,
     depth: Arc<AtomicUsize>,
+    incoming: Arc<AtomicUsize>,
+    /// Instances whose thread is running; those not computing are free.
+    instances: AtomicUsize,
+    computing: AtomicUsize,
     stats: Arc<VersionStats>,
     labels: Labels,
 }
 
+/// The queue as the gathering instance sees it: a request that did not fit the last batch starts the next one.
+struct Queue {
+    rx: Receiver<Job>,
+    held: Option<Job>,
+}
+
 impl Shared {
+    pub(super) fn new(
+        policy: Arc<BatchPolicy>,
+        depth: Arc<AtomicUsize>,
+        incoming: Arc<AtomicUsize>,
+        stats: Arc<VersionStats>,
+        labels: Labels,
+    ) -> Self {
+        Self { policy, depth, incoming, instances: AtomicUsize::new(0), computing: AtomicUsize::new(0), stats, labels }
+    }
+
     fn gauge_depth(&self) {
         let d = self.depth.load(Ordering::Relaxed);
         metrics::gauge!(m::QUEUE_DEPTH, "model" => self.labels.model.clone(), "version" => self.labels.version.clone()).set(d as f64);
@@ -30,112 +52,114 @@ impl Shared {
         metrics::counter!(m::FAILURES, "model" => self.labels.model.clone(), "version" => self.labels.version.clone(), "reason" => reason)
             .increment(1);
     }
+
+    /// Whether the gathering instance should wait for company rather than run what it has.
+    fn worth_waiting(&self) -> bool {
+        if !self.policy.eager {
+            return true;
+        }
+        let others_free = self.instances.load(Ordering::Relaxed) > self.computing.load(Ordering::Relaxed) + 1;
+        self.incoming.load(Ordering::Relaxed) > 0 && !others_free
+    }
 }
 
-pub(super) fn spawn<E: Executor>(
-    rx: mpsc::Receiver<Job>,
-    executors: Vec<E>,
-    policy: Arc<BatchPolicy>,
-    depth: Arc<AtomicUsize>,
-    stats: Arc<VersionStats>,
-    labels: Labels,
-) {
-    let shared = Arc::new(Shared { policy, depth, stats, labels });
-    let (idle_tx, idle_rx) = mpsc::unbounded_channel::<usize>();
-    let mut workers = Vec::with_capacity(executors.len());
+pub(super) fn spawn<E: Executor>(rx: Receiver<Job>, executors: Vec<E>, shared: Shared) {
+    let shared = Arc::new(shared);
+    let queue = Arc::new(Mutex::new(Queue { rx, held: None }));
     for (id, exec) in executors.into_iter().enumerate() {
-        let (work_tx, work_rx) = std::sync::mpsc::channel::<Vec<Job>>();
-        let idle = idle_tx.clone();
-        let shared = shared.clone();
+        let (shared2, queue) = (shared.clone(), queue.clone());
         let name = format!("infer-{}-{}", shared.labels.model, id);
-        let spawned = std::thread::Builder::new().name(name).spawn(move || worker(exec, work_rx, idle, id, shared));
-        if spawned.is_ok() {
-            let _ = idle_tx.send(id);
-            workers.push(work_tx);
+        shared.instances.fetch_add(1, Ordering::Relaxed);
+        if let Err(e) = std::thread::Builder::new().name(name).spawn(move || worker(exec, &queue, &shared2)) {
+            shared.instances.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!(model = %shared.labels.model, error = %e, "could not start an instance thread");
         }
     }
-    drop(idle_tx);
-    tokio::spawn(run(rx, idle_rx, workers, shared));
 }
 
-async fn run(
-    mut rx: mpsc::Receiver<Job>,
-    mut idle: mpsc::UnboundedReceiver<usize>,
-    workers: Vec<std::sync::mpsc::Sender<Vec<Job>>>,
-    shared: Arc<Shared>,
-) {
-    let mut held: Option<Job> = None;
+fn worker<E: Executor>(mut exec: E, queue: &Mutex<Queue>, shared: &Shared) {
     loop {
-        let Some(worker) = idle.recv().await else { break };
-        let first = match held.take() {
-            Some(job) => job,
-            None => match rx.recv().await {
-                Some(job) => {
-                    shared.depth.fetch_sub(1, Ordering::Relaxed);
-                    job
-                }
-                None => break,
-            },
+        let batch = {
+            // A panic elsewhere cannot leave the queue inconsistent: it holds only channel ends and one job.
+            let mut q = queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+            let Some(first) = next_first(&mut q, shared) else { break };
+            let batch = gather(first, &mut q, shared);
+            // Busy before the queue is released, so the next gatherer does not count this instance as free.
+            shared.computing.fetch_add(1, Ordering::Relaxed);
+            batch
         };
-        let (batch, next) = gather(first, &mut rx, &shared).await;
-        held = next;
-        let ready = screen(batch, &shared);
-        if ready.is_empty() {
-            // Give the instance back: nothing in this batch needs compute.
-            let _ = workers[worker].send(Vec::new());
-            continue;
+        let ready = screen(batch, shared);
+        if !ready.is_empty() {
+            execute(&mut exec, ready, shared);
         }
-        if let Err(std::sync::mpsc::SendError(jobs)) = workers[worker].send(ready) {
-            jobs.into_iter().for_each(|j| {
-                let _ = j.reply.send(Err(SchedulerError::Closed));
-            });
-        }
+        shared.computing.fetch_sub(1, Ordering::Relaxed);
     }
-    // The queue is closed and drained; dropping `workers` ends the instance threads.
-    if let Some(job) = held {
-        let _ = job.reply.send(Err(SchedulerError::Closed));
-    }
+    // The queue is closed and drained; the session is freed with `exec`.
+    shared.instances.fetch_sub(1, Ordering::Relaxed);
 }
 
-/// Collects requests after `first` until the row cap, a preferred size with nothing more waiting, or the queue
-/// delay runs out. A request that does not fit (too many rows, other shapes) is returned to start the next batch.
-async fn gather(first: Job, rx: &mut mpsc::Receiver<Job>, shared: &Shared) -> (Vec<Job>, Option<Job>) {
+/// Blocks for the request that opens the next batch; `None` once every handle is gone and the queue is empty.
+fn next_first(q: &mut Queue, shared: &Shared) -> Option<Job> {
+    if let Some(job) = q.held.take() {
+        return Some(job);
+    }
+    let job = q.rx.recv().ok()?;
+    shared.depth.fetch_sub(1, Ordering::Relaxed);
+    Some(job)
+}
+
+/// Collects requests after `first` until the row cap, a preferred size with nothing more waiting, or the end of the
+/// wait for company. A request that does not fit (too many rows, other shapes) is held to start the next batch.
+fn gather(first: Job, q: &mut Queue, shared: &Shared) -> Vec<Job> {
     let policy = &shared.policy;
     let mut rows = first.rows;
     let mut batch = vec![first];
-    if !policy.enabled {
-        shared.gauge_depth();
-        return (batch, None);
-    }
-    let deadline = tokio::time::Instant::from_std(batch[0].enqueued + policy.max_queue_delay);
-    loop {
-        if rows >= policy.max_batch_rows {
-            break;
-        }
-        let next = match rx.try_recv() {
-            Ok(job) => Some(job),
-            Err(mpsc::error::TryRecvError::Disconnected) => None,
-            Err(mpsc::error::TryRecvError::Empty) => {
-                if policy.preferred.contains(&rows) {
-                    break;
+    if policy.enabled {
+        let deadline = batch[0].enqueued + policy.max_queue_delay;
+        while rows < policy.max_batch_rows {
+            let job = match q.rx.try_recv() {
+                Ok(job) => job,
+                Err(TryRecvError::Disconnected) => break,
+                Err(TryRecvError::Empty) => {
+                    if policy.preferred.contains(&rows) {
+                        break;
+                    }
+                    match wait_for_company(q, shared, deadline) {
+                        Some(job) => job,
+                        None => break,
+                    }
                 }
-                match tokio::time::timeout_at(deadline, rx.recv()).await {
-                    Ok(job) => job,
-                    Err(_) => None,
-                }
+            };
+            shared.depth.fetch_sub(1, Ordering::Relaxed);
+            if rows + job.rows > policy.max_batch_rows || !compatible(&batch[0].inputs, &job.inputs) {
+                q.held = Some(job);
+                break;
             }
-        };
-        let Some(job) = next else { break };
-        shared.depth.fetch_sub(1, Ordering::Relaxed);
-        if rows + job.rows > policy.max_batch_rows || !compatible(&batch[0].inputs, &job.inputs) {
-            shared.gauge_depth();
-            return (batch, Some(job));
+            rows += job.rows;
+            batch.push(job);
         }
-        rows += job.rows;
-        batch.push(job);
     }
     shared.gauge_depth();
-    (batch, None)
+    batch
+}
+
+/// Waits for the next request until `deadline`, in short slices so that an eager wait also ends when the requests
+/// it waits for are withdrawn (refused before reaching the queue) or another instance becomes free.
+fn wait_for_company(q: &Queue, shared: &Shared, deadline: Instant) -> Option<Job> {
+    const SLICE: Duration = Duration::from_micros(250);
+    loop {
+        let now = Instant::now();
+        if now >= deadline || !shared.worth_waiting() {
+            // A request queued just before its announcement ended is still taken.
+            return q.rx.try_recv().ok();
+        }
+        let until = if shared.policy.eager { deadline.min(now + SLICE) } else { deadline };
+        match q.rx.recv_deadline(until) {
+            Ok(job) => return Some(job),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected) => return None,
+            Err(crossbeam_channel::RecvTimeoutError::Timeout) => {}
+        }
+    }
 }
 
 /// Answers requests that must not reach compute: the client has gone, or the deadline passed.
@@ -157,23 +181,6 @@ fn screen(batch: Vec<Job>, shared: &Shared) -> Vec<Job> {
             Some(job)
         })
         .collect()
-}
-
-fn worker<E: Executor>(
-    mut exec: E,
-    work: std::sync::mpsc::Receiver<Vec<Job>>,
-    idle: mpsc::UnboundedSender<usize>,
-    id: usize,
-    shared: Arc<Shared>,
-) {
-    while let Ok(jobs) = work.recv() {
-        if !jobs.is_empty() {
-            execute(&mut exec, jobs, &shared);
-        }
-        if idle.send(id).is_err() {
-            break;
-        }
-    }
 }
 
 fn execute<E: Executor>(exec: &mut E, jobs: Vec<Job>, shared: &Shared) {

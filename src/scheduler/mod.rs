@@ -1,10 +1,12 @@
-//! The per-version scheduler: a bounded queue owned by one background task that forms batches, and a pool of
-//! model instances, each on its own OS thread, that run them. Requests carry a oneshot reply channel; a request
-//! whose client has gone (its receiver dropped) or whose deadline passed is answered or skipped before compute.
+//! The per-version scheduler: a bounded queue of requests and a pool of model instances, each on its own OS thread.
+//! A free instance's thread gathers the next batch from the queue itself and runs it, so a finished instance starts
+//! on waiting work without a hop through the async runtime (whose threads are busy reading request bodies at
+//! saturation). Requests carry a oneshot reply channel; a request whose client has gone (its receiver dropped) or
+//! whose deadline passed is answered or skipped before compute.
 //!
 //! Lifetime doubles as draining: when the last `Scheduler` handle is dropped (a version was swapped out and its
-//! in-flight requests finished), the queue closes, the batcher runs what is left and exits, and the instances'
-//! threads end and free their sessions. Nothing accepted is lost.
+//! in-flight requests finished), the queue closes, the instances run what is left and their threads end and free
+//! their sessions. Nothing accepted is lost.
 
 mod batch;
 mod batcher;
@@ -13,7 +15,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use crate::observe::stats::VersionStats;
 use crate::repository::config::DynamicBatching;
@@ -78,6 +80,8 @@ pub struct BatchPolicy {
     pub max_batch_rows: usize,
     pub enabled: bool,
     pub max_queue_delay: Duration,
+    /// Wait for company only while a request is being received and no other instance is free.
+    pub eager: bool,
     pub preferred: Vec<usize>,
     pub max_queue: usize,
     pub timeout: Duration,
@@ -89,6 +93,7 @@ impl BatchPolicy {
             max_batch_rows: max_batch_size,
             enabled: b.enabled && max_batch_size > 1,
             max_queue_delay: Duration::from_micros(b.max_queue_delay_us),
+            eager: b.eager,
             preferred: b.preferred_batch_sizes.clone(),
             max_queue: b.max_queue_size,
             timeout: Duration::from_millis(b.timeout_ms),
@@ -106,38 +111,73 @@ pub struct Labels {
 /// A cheap handle to one version's queue.
 #[derive(Clone)]
 pub struct Scheduler {
-    tx: mpsc::Sender<Job>,
+    tx: crossbeam_channel::Sender<Job>,
     depth: Arc<AtomicUsize>,
+    incoming: Arc<AtomicUsize>,
     policy: Arc<BatchPolicy>,
 }
 
+/// A request on its way to the queue (its body is being read or decoded). While any exists, an eager batcher waits
+/// for it, up to the queue delay; it is withdrawn when the request is queued or fails before that.
+pub struct Arrival {
+    incoming: Arc<AtomicUsize>,
+}
+
+impl Drop for Arrival {
+    fn drop(&mut self) {
+        self.incoming.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 impl Scheduler {
-    /// Starts the batcher task and one thread per executor. Must be called inside a tokio runtime.
+    /// Starts one thread per executor.
     pub fn start<E: Executor>(executors: Vec<E>, policy: BatchPolicy, stats: Arc<VersionStats>, labels: Labels) -> Self {
-        let (tx, rx) = mpsc::channel(policy.max_queue);
+        let (tx, rx) = crossbeam_channel::bounded(policy.max_queue);
         let depth = Arc::new(AtomicUsize::new(0));
+        let incoming = Arc::new(AtomicUsize::new(0));
         let policy = Arc::new(policy);
-        batcher::spawn(rx, executors, policy.clone(), depth.clone(), stats, labels);
-        Self { tx, depth, policy }
+        batcher::spawn(rx, executors, batcher::Shared::new(policy.clone(), depth.clone(), incoming.clone(), stats, labels));
+        Self { tx, depth, incoming, policy }
     }
 
     pub fn policy(&self) -> &BatchPolicy {
         &self.policy
     }
 
+    /// Announces a request that will be queued once its body is read.
+    pub fn arriving(&self) -> Arrival {
+        self.incoming.fetch_add(1, Ordering::Relaxed);
+        Arrival { incoming: self.incoming.clone() }
+    }
+
     /// Queues `inputs` and waits for the result. Refuses at once when the queue is full.
     pub async fn infer(&self, inputs: Vec<Tensor>, rows: usize) -> Reply {
+        self.infer_announced(None, inputs, rows).await
+    }
+
+    /// `infer` for a request announced with `arriving`: the announcement ends once the request is in the queue.
+    pub async fn infer_announced(&self, arrival: Option<Arrival>, inputs: Vec<Tensor>, rows: usize) -> Reply {
+        let queued = self.enqueue(inputs, rows);
+        drop(arrival);
+        queued?.await.unwrap_or(Err(SchedulerError::Closed))
+    }
+
+    fn enqueue(&self, inputs: Vec<Tensor>, rows: usize) -> Result<oneshot::Receiver<Reply>, SchedulerError> {
         let (reply, rx) = oneshot::channel();
         let now = Instant::now();
         let job = Job { inputs, rows, enqueued: now, deadline: now + self.policy.timeout, reply };
+        // Counted before it is visible, so the instance that takes it never sees the depth go below zero.
+        self.depth.fetch_add(1, Ordering::Relaxed);
         match self.tx.try_send(job) {
-            Ok(()) => {
-                self.depth.fetch_add(1, Ordering::Relaxed);
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.depth.fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    crossbeam_channel::TrySendError::Full(_) => SchedulerError::QueueFull(self.policy.max_queue),
+                    crossbeam_channel::TrySendError::Disconnected(_) => SchedulerError::Closed,
+                })
             }
-            Err(mpsc::error::TrySendError::Full(_)) => return Err(SchedulerError::QueueFull(self.policy.max_queue)),
-            Err(mpsc::error::TrySendError::Closed(_)) => return Err(SchedulerError::Closed),
         }
-        rx.await.unwrap_or(Err(SchedulerError::Closed))
     }
 
     /// Requests waiting for an instance right now.

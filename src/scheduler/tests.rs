@@ -36,6 +36,7 @@ fn policy(max_rows: usize, max_queue: usize) -> BatchPolicy {
         max_batch_rows: max_rows,
         enabled: true,
         max_queue_delay: Duration::from_millis(1),
+        eager: false,
         preferred: vec![],
         max_queue: max_queue,
         timeout: Duration::from_secs(30),
@@ -204,4 +205,56 @@ async fn dropping_the_handle_drains_the_queue() {
     for h in handles {
         assert!(h.await.unwrap().is_ok(), "queued work completes after the last handle is gone");
     }
+}
+
+/// An eager policy with a delay no test could sit out: any wait for company would hang the test.
+fn eager(max_rows: usize) -> BatchPolicy {
+    BatchPolicy { eager: true, max_queue_delay: Duration::from_secs(3600), ..policy(max_rows, 8) }
+}
+
+#[tokio::test]
+async fn eager_runs_a_lone_request_without_waiting() {
+    let (s, gate, seen) = start(eager(8));
+    gate.send(()).unwrap();
+    assert!(s.infer(input(1, 2, 1.0), 1).await.is_ok());
+    assert_eq!(*seen.lock().unwrap(), vec![1]);
+}
+
+#[tokio::test]
+async fn eager_waits_for_a_request_being_received() {
+    let (s, gate, seen) = start(eager(2));
+    let arrival = s.arriving();
+    let first = spawn_infer(&s, 1, 2, 1.0);
+    until_depth(&s, 0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await; // the first request is now waiting for the announced one
+    gate.send(()).unwrap();
+    let second = s.infer_announced(Some(arrival), input(1, 2, 2.0), 1).await;
+    assert!(second.is_ok() && first.await.unwrap().is_ok());
+    assert_eq!(*seen.lock().unwrap(), vec![2], "one batch: the first request waited for the second");
+}
+
+#[tokio::test]
+async fn eager_hands_work_to_a_free_instance_instead_of_waiting() {
+    let (a, gate_a, seen_a) = gated();
+    let (b, gate_b, seen_b) = gated();
+    let s = Scheduler::start(vec![a, b], eager(8), Arc::new(VersionStats::default()), labels());
+    let _arrival = s.arriving(); // would make a lone instance wait
+    gate_a.send(()).unwrap();
+    gate_b.send(()).unwrap();
+    assert!(s.infer(input(1, 2, 1.0), 1).await.is_ok());
+    let ran: Vec<usize> = seen_a.lock().unwrap().iter().chain(seen_b.lock().unwrap().iter()).copied().collect();
+    assert_eq!(ran, vec![1]);
+}
+
+#[tokio::test]
+async fn a_withdrawn_arrival_ends_the_wait() {
+    let (s, gate, seen) = start(eager(8));
+    let arrival = s.arriving();
+    gate.send(()).unwrap();
+    let first = spawn_infer(&s, 1, 2, 1.0);
+    until_depth(&s, 0).await;
+    tokio::time::sleep(Duration::from_millis(20)).await; // the first request is now waiting for the announced one
+    drop(arrival); // which failed before it was queued (a 400, say)
+    assert!(first.await.unwrap().is_ok());
+    assert_eq!(*seen.lock().unwrap(), vec![1]);
 }

@@ -154,6 +154,11 @@ impl TensorData {
         self.len() == 0
     }
 
+    /// Makes room for `additional` more elements.
+    pub fn reserve(&mut self, additional: usize) {
+        for_each_data!(self, v => v.reserve(additional))
+    }
+
     /// An all-zero (or all-empty) buffer, used to warm a model up.
     pub fn zeros(datatype: DataType, len: usize) -> Self {
         match datatype {

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput benchmark of oxinfer against raw ONNX Runtime, on one machine, in one run.
 
-    .venv/bin/python loadtest/bench.py            # about 7 minutes with the defaults
+    .venv/bin/python loadtest/bench.py            # about 9 minutes with the defaults
 
 Measures the in-process ceiling (examples/ceiling.rs: same model, same [execution] settings and threads), then the
 server over V2 JSON, V2 binary and the image endpoint at rising concurrency, batching on/off, one instance vs two,
@@ -46,6 +46,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--protocols", type=names, default=list(PROTOCOLS), help="full sweep (default all three)")
     ap.add_argument("--variant-protocols", type=names, default=["v2_binary"],
                     help="protocols for the batching-off and two-instance sweeps (default v2_binary)")
+    ap.add_argument("--pairs", type=int, default=3,
+                    help="ceiling/server pairs measured back to back at saturation, per configuration (default 3)")
     ap.add_argument("--starts", type=int, default=5, help="server starts timed for start-to-ready (default 5)")
     ap.add_argument("--image", type=Path, default=None, help="PNG to send (default scikit-image's chelsea.png)")
     ap.add_argument("--out", type=Path, default=proc.ROOT / "loadtest" / "results" / "bench")
@@ -82,6 +84,30 @@ def sweep_config(label: str, repo: Path, payloads: dict[str, client.Payload], pr
     finally:
         server.stop()
     return rows, info
+
+
+def pairs(label: str, repo: Path, payload: client.Payload, conc: int, best_ceiling: dict,
+          args: argparse.Namespace, quiet: proc.Quiet) -> list[dict]:
+    """`--pairs` times: the ceiling's best batch size and layout, then the server at its saturating concurrency."""
+    server = proc.start_server(repo)
+    out = []
+    try:
+        time.sleep(1.0)
+        for i in range(args.pairs):
+            c = quiet.measure(lambda: proc.ceiling(args.ceiling_seconds, [best_ceiling["batch"]],
+                                                   instances=best_ceiling["instances"])[0])
+            s = quiet.measure(lambda: sweep.point(server, payload, conc, args.warmup, args.duration))
+            ratio = s["images_per_s"] / c["images_per_s"]
+            out.append({"config": label, "protocol": payload.protocol, "concurrency": conc, "pair": i,
+                        "ceiling_instances": c["instances"], "ceiling_batch": c["batch"],
+                        "ceiling_images_per_s": c["images_per_s"], "server_images_per_s": s["images_per_s"],
+                        "ratio": ratio, "server_cores": s["server_cores"], "client_cores": s["client_cores"],
+                        "other_cores": max(c["other_cores"], s["other_cores"])})
+            log(f"pair {i} {label} c={conc}: ceiling x{c['instances']} batch {c['batch']} {c['images_per_s']:.1f}, "
+                f"server {s['images_per_s']:.1f} img/s, ratio {ratio:.3f}")
+    finally:
+        server.stop()
+    return out
 
 
 def main() -> int:
@@ -143,6 +169,24 @@ def main() -> int:
         rows += r
         infos[label] = info
 
+    # The sweeps take minutes, over which a shared machine's speed drifts; the saturation ratio is therefore also
+    # measured in pairs, the ceiling and the server back to back, so both halves of each ratio see the same machine.
+    paired = []
+    if args.pairs > 0:
+        best_ceiling = max(ceiling, key=lambda r: r["images_per_s"])
+        for label, (changes, _) in variants.items():
+            if label == "batching_off":
+                continue
+            sel = [r for r in rows if r["config"] == label and r["protocol"] == "v2_binary"]
+            if not sel:
+                continue
+            conc = max(sel, key=lambda r: r["images_per_s"])["concurrency"]
+            repo = proc.variant_repo(changes)
+            try:
+                paired += pairs(label, repo, payloads["v2_binary"], conc, best_ceiling, args, quiet)
+            finally:
+                proc.cleanup(repo)
+
     # Again at the end: the ceiling counts at its better run, and the two runs show how much the machine drifted.
     ceiling += run_ceiling("end", 1)
     load_after = proc.machine_load()
@@ -158,6 +202,7 @@ def main() -> int:
         "start_to_ready_s": ready,
         "start_to_ready_median_s": statistics.median(ready) if ready else None,
         "servers": infos,
+        "paired": paired,
     }
     summary = report.write(args.out, ceiling, rows, meta)
     print(summary)

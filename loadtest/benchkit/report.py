@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import statistics
 from pathlib import Path
 
 
@@ -73,6 +74,16 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
                     if c == 1 and ceil_b1:
                         entry["p50_minus_ceiling_batch1_ms"] = r["p50_ms"] - ceil_b1["p50_ms"]
                     out[bucket][key] = entry
+    out["paired"] = {}
+    for cfg in sorted({p["config"] for p in meta.get("paired", [])}):
+        sel = [p for p in meta["paired"] if p["config"] == cfg]
+        out["paired"][f"{cfg}/{sel[0]['protocol']}"] = {
+            "concurrency": sel[0]["concurrency"],
+            "ratio_median": statistics.median(p["ratio"] for p in sel),
+            "ratios": [round(p["ratio"], 3) for p in sel],
+            "ceiling": f"{sel[0]['ceiling_instances']} instance(s), batch {sel[0]['ceiling_batch']}",
+            "client_cores_mean": sum(p["client_cores"] for p in sel) / len(sel),
+        }
     on = _find(rows, config="batching_on")
     out["rss_mb"] = {
         "idle": meta["servers"].get("batching_on", {}).get("rss_idle_mb"),
@@ -125,6 +136,10 @@ def markdown(ceiling: list[dict], rows: list[dict], d: dict, meta: dict) -> str:
     for k, v in d["saturation"].items():
         lines.append(f"- Saturation {k}: {_fmt(v['images_per_s'])} images/s at concurrency {v['at_concurrency']} "
                      f"(mean batch {_fmt(v['mean_batch'])}), server/ceiling = {_fmt(v['ratio_to_ceiling'], 2)}")
+    for k, v in d["paired"].items():
+        lines.append(f"- Paired at saturation {k} (concurrency {v['concurrency']}, against the ceiling's {v['ceiling']}, "
+                     f"measured back to back): server/ceiling median {_fmt(v['ratio_median'], 3)} "
+                     f"({', '.join(f'{x:.3f}' for x in v['ratios'])}); the client used {_fmt(v['client_cores_mean'], 2)} cores")
     for k, v in d["concurrency_1"].items():
         lines.append(f"- Concurrency 1 {k}: p50 {_fmt(v['p50_ms'], 2)} ms, p99 {_fmt(v['p99_ms'], 2)} ms, "
                      f"p50 minus ceiling batch-1 p50 = {_fmt(v.get('p50_minus_ceiling_batch1_ms'), 2)} ms; means: client "
@@ -199,6 +214,7 @@ def write(out: Path, ceiling: list[dict], rows: list[dict], meta: dict) -> str:
     derived = derive(ceiling, rows, meta)
     _csv(out / "ceiling.csv", ceiling)
     _csv(out / "server.csv", rows)
+    _csv(out / "paired.csv", meta.get("paired", []))
     (out / "summary.json").write_text(json.dumps({"derived": derived, "meta": meta, "ceiling": ceiling, "server": rows},
                                                  indent=2, default=str) + "\n")
     text = markdown(ceiling, rows, derived, meta)

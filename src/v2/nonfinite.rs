@@ -78,7 +78,7 @@ pub fn decode_floats(datatype: DataType, data: &Value, expected: usize) -> Optio
     if !matches!(datatype, DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64) {
         return None;
     }
-    let mut flat = Vec::with_capacity(expected);
+    let mut flat = Vec::new();
     flatten(data, &mut flat);
     if flat.len() != expected {
         return Some(Err(format!("holds {} elements but the shape needs {expected}", flat.len())));

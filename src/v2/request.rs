@@ -3,6 +3,7 @@
 //! the body did not pay for.
 
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use super::{nonfinite, ProtocolError};
@@ -11,25 +12,27 @@ use crate::repository::loader::Signature;
 use crate::tensor::{binary, element_count, json, DataType, Tensor, TensorData};
 
 #[derive(Debug, Deserialize)]
-struct Header {
+struct Header<'a> {
     #[serde(default)]
     id: Option<String>,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    inputs: Vec<InputHeader>,
+    #[serde(borrow)]
+    inputs: Vec<InputHeader<'a>>,
     #[serde(default)]
     outputs: Option<Vec<OutputHeader>>,
 }
 
 #[derive(Debug, Deserialize)]
-struct InputHeader {
+struct InputHeader<'a> {
     name: String,
     shape: Vec<i64>,
     datatype: String,
     #[serde(default)]
     parameters: Option<Map<String, Value>>,
-    #[serde(default)]
-    data: Option<Value>,
+    /// Kept as text and read once the datatype and element count are known (`tensor::json::decode_text`).
+    #[serde(default, borrow)]
+    data: Option<&'a RawValue>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -71,13 +74,18 @@ pub fn parse(body: &[u8], json_len: Option<usize>, sig: &Signature, max_batch: u
 }
 
 fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
+    let fixed: Vec<u8>;
     let (header, tokens): (Header, bool) = match serde_json::from_slice(json_part) {
         Ok(h) => (h, false),
         // tritonclient writes NaN and the infinities as RapidJSON does; only then is the body read a second time.
-        Err(e) => match nonfinite::rewrite_tokens(json_part).and_then(|fixed| serde_json::from_slice(&fixed).ok()) {
-            Some(h) => (h, true),
-            None => return Err(ProtocolError::new(format!("request JSON is invalid: {e}"))),
-        },
+        Err(e) => {
+            fixed = nonfinite::rewrite_tokens(json_part)
+                .ok_or_else(|| ProtocolError::new(format!("request JSON is invalid: {e}")))?;
+            match serde_json::from_slice(&fixed) {
+                Ok(h) => (h, true),
+                Err(_) => return Err(ProtocolError::new(format!("request JSON is invalid: {e}"))),
+            }
+        }
     };
     let mut inputs = Vec::with_capacity(header.inputs.len());
     let mut rows: Option<usize> = None;
@@ -108,11 +116,7 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
                 return Err(ProtocolError::new(format!("input '{}' has both data and binary_data_size", input.name)))
             }
             (None, None) => return Err(ProtocolError::new(format!("input '{}' has neither data nor binary_data_size", input.name))),
-            (None, Some(value)) => match tokens.then(|| nonfinite::decode_floats(datatype, value, count)).flatten() {
-                Some(decoded) => decoded.map_err(|e| ProtocolError::new(format!("input '{}': data {e}", input.name)))?,
-                None => json::decode(datatype, value, count)
-                    .map_err(|e| ProtocolError::new(format!("input '{}': data {e}", input.name)))?,
-            },
+            (None, Some(raw)) => json_data(input, datatype, raw, count, tokens)?,
             (Some(size), None) => {
                 if size > binary_part.len() {
                     return Err(ProtocolError::new(format!(
@@ -142,6 +146,19 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
     }
     let outputs = output_requests(&header, sig)?;
     Ok(InferRequest { id: header.id.filter(|s| !s.is_empty()), inputs, rows: rows.unwrap_or(1), outputs })
+}
+
+/// Reads an input's JSON `data`; `tokens`: the body held NaN or infinity tokens, now marker strings.
+fn json_data(input: &InputHeader, datatype: DataType, raw: &RawValue, count: usize, tokens: bool) -> Result<TensorData, ProtocolError> {
+    let fail = |e: String| ProtocolError::new(format!("input '{}': data {e}", input.name));
+    if tokens {
+        let value: Value = serde_json::from_str(raw.get()).map_err(|e| fail(format!("is not valid JSON: {e}")))?;
+        if let Some(decoded) = nonfinite::decode_floats(datatype, &value, count) {
+            return decoded.map_err(fail);
+        }
+        return json::decode(datatype, &value, count).map_err(|e| fail(e.to_string()));
+    }
+    json::decode_text(datatype, raw.get(), count).map_err(|e| fail(e.to_string()))
 }
 
 /// `Inference-Header-Content-Length: 0`: the body is one input's raw bytes; all outputs come back binary.

@@ -37,6 +37,10 @@ struct Args {
     /// stops spinning and sleeps when idle, and waking it costs time); 0 runs back to back.
     #[arg(long, default_value_t = 0.0)]
     gap_ms: f64,
+    /// One row of the first input as raw little-endian FP32 (what `oxinfer preprocess` writes), repeated for every
+    /// row of a batch, so the ceiling computes on the same numbers as the server. Empty: deterministic noise.
+    #[arg(long, default_value = "")]
+    tensor: PathBuf,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -72,7 +76,10 @@ fn main() -> anyhow::Result<()> {
     );
 
     for &batch in &args.batches {
-        let feed = make_inputs(&inputs, batch);
+        let mut feed = make_inputs(&inputs, batch);
+        if !args.tensor.as_os_str().is_empty() {
+            use_tensor(&mut feed, &args.tensor)?;
+        }
         let gap = Duration::from_secs_f64(args.gap_ms / 1e3);
         let line = measure(&mut sessions, &feed, batch, Duration::from_secs_f64(args.seconds), gap)?;
         println!("{}", serde_json::json!({
@@ -118,6 +125,25 @@ fn make_inputs(graph: &[oxinfer::runtime::GraphTensor], batch: usize) -> Vec<Ten
             Tensor { name: g.name.clone(), shape, data }
         })
         .collect()
+}
+
+/// Replaces the first input's data with the row in `path`, repeated along the batch axis.
+fn use_tensor(feed: &mut [Tensor], path: &Path) -> anyhow::Result<()> {
+    let bytes = std::fs::read(path)?;
+    let first = feed.first_mut().ok_or_else(|| anyhow::anyhow!("the model has no inputs"))?;
+    let TensorData::Fp32(data) = &mut first.data else { anyhow::bail!("--tensor needs an FP32 first input") };
+    let row: Vec<f32> = bytes.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect();
+    anyhow::ensure!(
+        bytes.len() % 4 == 0 && !row.is_empty() && data.len() % row.len() == 0,
+        "{}: {} bytes is not one row of the input ({} values per batch)",
+        path.display(),
+        bytes.len(),
+        data.len()
+    );
+    for chunk in data.chunks_exact_mut(row.len()) {
+        chunk.copy_from_slice(&row);
+    }
+    Ok(())
 }
 
 struct Line {

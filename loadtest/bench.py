@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput benchmark of oxinfer against raw ONNX Runtime, on one machine, in one run.
 
-    .venv/bin/python loadtest/bench.py            # about 9 minutes with the defaults
+    .venv/bin/python loadtest/bench.py            # about 10 minutes with the defaults
 
 Measures the in-process ceiling (examples/ceiling.rs: same model, same [execution] settings and threads), then the
 server over V2 JSON, V2 binary and the image endpoint at rising concurrency, batching on/off, one instance vs two,
@@ -46,8 +46,8 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--protocols", type=names, default=list(PROTOCOLS), help="full sweep (default all three)")
     ap.add_argument("--variant-protocols", type=names, default=["v2_binary"],
                     help="protocols for the batching-off and two-instance sweeps (default v2_binary)")
-    ap.add_argument("--pairs", type=int, default=3,
-                    help="ceiling/server pairs measured back to back at saturation, per configuration (default 3)")
+    ap.add_argument("--pairs", type=int, default=4,
+                    help="ceiling/server pairs measured back to back at saturation and at concurrency 1, in alternating order (default 4)")
     ap.add_argument("--starts", type=int, default=5, help="server starts timed for start-to-ready (default 5)")
     ap.add_argument("--image", type=Path, default=None, help="PNG to send (default scikit-image's chelsea.png)")
     ap.add_argument("--out", type=Path, default=proc.ROOT / "loadtest" / "results" / "bench")
@@ -86,25 +86,36 @@ def sweep_config(label: str, repo: Path, payloads: dict[str, client.Payload], pr
     return rows, info
 
 
-def pairs(label: str, repo: Path, payload: client.Payload, conc: int, best_ceiling: dict,
+def pairs(label: str, repo: Path, payload: client.Payload, conc: int, ceiling_of: dict,
           args: argparse.Namespace, quiet: proc.Quiet) -> list[dict]:
-    """`--pairs` times: the ceiling's best batch size and layout, then the server at its saturating concurrency."""
+    """`--pairs` times: the ceiling at `ceiling_of`'s layout and batch size and the server at concurrency `conc`,
+    back to back."""
     server = proc.start_server(repo)
     out = []
     try:
         time.sleep(1.0)
         for i in range(args.pairs):
-            c = quiet.measure(lambda: proc.ceiling(args.ceiling_seconds, [best_ceiling["batch"]],
-                                                   instances=best_ceiling["instances"])[0])
-            s = quiet.measure(lambda: sweep.point(server, payload, conc, args.warmup, args.duration))
+            def run_ceiling() -> dict:
+                return quiet.measure(lambda: proc.ceiling(args.ceiling_seconds, [ceiling_of["batch"]], args.tensor_file,
+                                                          instances=ceiling_of["instances"])[0])
+
+            def run_server() -> dict:
+                return quiet.measure(lambda: sweep.point(server, payload, conc, args.warmup, args.duration))
+
+            # The order alternates, so a machine that speeds up or slows down favours neither side.
+            if i % 2 == 0:
+                c, s = run_ceiling(), run_server()
+            else:
+                s, c = run_server(), run_ceiling()
             ratio = s["images_per_s"] / c["images_per_s"]
             out.append({"config": label, "protocol": payload.protocol, "concurrency": conc, "pair": i,
                         "ceiling_instances": c["instances"], "ceiling_batch": c["batch"],
                         "ceiling_images_per_s": c["images_per_s"], "server_images_per_s": s["images_per_s"],
-                        "ratio": ratio, "server_cores": s["server_cores"], "client_cores": s["client_cores"],
-                        "other_cores": max(c["other_cores"], s["other_cores"])})
-            log(f"pair {i} {label} c={conc}: ceiling x{c['instances']} batch {c['batch']} {c['images_per_s']:.1f}, "
-                f"server {s['images_per_s']:.1f} img/s, ratio {ratio:.3f}")
+                        "ratio": ratio, "ceiling_p50_ms": c["p50_ms"], "server_p50_ms": s["p50_ms"],
+                        "server_p99_ms": s["p99_ms"], "server_cores": s["server_cores"],
+                        "client_cores": s["client_cores"], "other_cores": max(c["other_cores"], s["other_cores"])})
+            log(f"pair {i} {label} c={conc}: ceiling x{c['instances']} batch {c['batch']} {c['images_per_s']:.1f} img/s "
+                f"p50 {c['p50_ms']:.2f} ms; server {s['images_per_s']:.1f} img/s p50 {s['p50_ms']:.2f} ms; ratio {ratio:.3f}")
     finally:
         server.stop()
     return out
@@ -115,7 +126,7 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     started = time.time()
     if not args.no_build:
-        log("cargo build --release --bin oxinfer --example ceiling")
+        log("cargo build --release --bin oxinfer --example ceiling --example loadgen")
         proc.build()
 
     quiet = proc.Quiet(args.wait_quiet)
@@ -124,6 +135,9 @@ def main() -> int:
 
     png = args.image or (Path(__import__("skimage").__file__).parent / "data" / "chelsea.png")
     tensor = proc.preprocessed_tensor(png)
+    # The ceiling computes on the very numbers the server receives.
+    args.tensor_file = args.out / "input.f32"
+    args.tensor_file.write_bytes(tensor)
     shape = [1, 3, 224, 224]
     payloads = {
         "v2_json": client.v2_json(tensor, shape),
@@ -135,7 +149,7 @@ def main() -> int:
     def run_ceiling(run: str, instances: int) -> list[dict]:
         rows = []
         for b in args.batches:  # one process per batch size, so a disturbed one can be redone alone
-            r = quiet.measure(lambda: proc.ceiling(args.ceiling_seconds, [b], instances=instances)[0],
+            r = quiet.measure(lambda: proc.ceiling(args.ceiling_seconds, [b], args.tensor_file, instances=instances)[0],
                               lambda r: log(f"ceiling x{instances} batch {b}: other processes used "
                                             f"{r['other_cores']:.2f} cores, redoing"))
             rows.append({"run": run, "instances_cfg": instances, **r})
@@ -169,21 +183,24 @@ def main() -> int:
         rows += r
         infos[label] = info
 
-    # The sweeps take minutes, over which a shared machine's speed drifts; the saturation ratio is therefore also
-    # measured in pairs, the ceiling and the server back to back, so both halves of each ratio see the same machine.
+    # The sweeps take minutes, over which a shared machine's speed drifts; the saturation ratio and the latency at
+    # concurrency 1 are therefore also measured in pairs, the ceiling and the server back to back, so both halves of
+    # each comparison see the same machine.
     paired = []
     if args.pairs > 0:
         best_ceiling = max(ceiling, key=lambda r: r["images_per_s"])
+        batch1 = {"batch": 1, "instances": 1}
         for label, (changes, _) in variants.items():
-            if label == "batching_off":
-                continue
             sel = [r for r in rows if r["config"] == label and r["protocol"] == "v2_binary"]
-            if not sel:
+            if label == "batching_off" or not sel:
                 continue
-            conc = max(sel, key=lambda r: r["images_per_s"])["concurrency"]
+            plan = [(max(sel, key=lambda r: r["images_per_s"])["concurrency"], best_ceiling)]
+            if label == "batching_on" and 1 in args.concurrency:
+                plan.append((1, batch1))
             repo = proc.variant_repo(changes)
             try:
-                paired += pairs(label, repo, payloads["v2_binary"], conc, best_ceiling, args, quiet)
+                for conc, ceiling_of in plan:
+                    paired += pairs(label, repo, payloads["v2_binary"], conc, ceiling_of, args, quiet)
             finally:
                 proc.cleanup(repo)
 

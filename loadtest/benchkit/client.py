@@ -1,21 +1,25 @@
-"""Closed-loop HTTP load: N threads, each with one keep-alive connection, sending the same pre-built request back
-to back. Bodies are encoded once up front and responses are read but not parsed, so the client's CPU per request
-is a few hundred microseconds of socket calls; it is measured anyway and reported next to every point, because on
-a 2-core machine every cycle the client burns is taken from the server.
+"""What the benchmark sends, and how: request bodies built once up front, one checked request before each sweep, and
+the closed loop itself, run by the native load generator (examples/loadgen.rs): N threads, each with one
+keep-alive connection, sending the same pre-built request back to back and reading the answer unparsed. On a
+2-core machine every cycle the client burns is taken from the server, so the client must be cheap: an
+interpreted one spent about 1 ms of CPU per request here, the native one a few tens of microseconds. Its CPU is
+measured anyway and reported next to every point.
 
-http.client rather than requests: requests adds its own per-request cost and sends `Accept-Encoding: gzip`, which
-makes the server compress every response (a cost real V2 clients do not ask for).
+The single checked request uses http.client rather than requests: requests sends `Accept-Encoding: gzip`, which
+makes the server compress the response (a cost real V2 clients do not ask for).
 """
 from __future__ import annotations
 
 import http.client
 import json
 import socket
-import threading
-import time
-from dataclasses import dataclass, field
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
 
 MODEL = "efficientnet_lite0"
+LOADGEN_BIN = Path(__file__).resolve().parents[2] / "target" / "release" / "examples" / "loadgen"
 
 
 @dataclass
@@ -93,68 +97,30 @@ def check(port: int, p: Payload) -> str:
     return f"top-1 {top}"
 
 
-@dataclass
-class Sample:
-    start: float
-    end: float
-    ok: bool
-
-
-@dataclass
-class LoadResult:
-    samples: list[Sample] = field(default_factory=list)
-    errors: list[str] = field(default_factory=list)
-
-
-def _worker(port: int, p: Payload, begin: float, stop: float, out: LoadResult, lock: threading.Lock) -> None:
-    local: list[Sample] = []
-    errors: list[str] = []
-    conn = None
-    while True:
-        now = time.perf_counter()
-        if now < begin:
-            time.sleep(begin - now)
-            continue
-        if now >= stop:
-            break
-        try:
-            if conn is None:
-                conn = connect(port)
-            t0 = time.perf_counter()
-            status, _, data = request(conn, p)
-            t1 = time.perf_counter()
-            local.append(Sample(t0, t1, status == 200))
-            if status != 200 and len(errors) < 5:
-                errors.append(f"HTTP {status}: {data[:200]!r}")
-        except (OSError, http.client.HTTPException) as e:
-            local.append(Sample(time.perf_counter(), time.perf_counter(), False))
-            if len(errors) < 5:
-                errors.append(repr(e))
-            if conn is not None:
-                conn.close()
-            conn = None
-    if conn is not None:
-        conn.close()
-    with lock:
-        out.samples.extend(local)
-        out.errors.extend(errors)
-
-
 class Load:
-    """Starts `concurrency` senders at `begin` (perf_counter time) that stop issuing at `stop`; `join()` waits for
-    the last responses."""
+    """The load generator running `concurrency` connections: `wait("window-start")` returns when its measured
+    window opens, `wait("window-end")` when it closes, and `result()` gives its summary of the responses that
+    completed inside the window (count, errors, latency percentiles)."""
 
-    def __init__(self, port: int, p: Payload, concurrency: int, begin: float, stop: float):
-        self.result = LoadResult()
-        lock = threading.Lock()
-        self.threads = [
-            threading.Thread(target=_worker, args=(port, p, begin, stop, self.result, lock), daemon=True)
-            for _ in range(concurrency)
-        ]
-        for t in self.threads:
-            t.start()
+    def __init__(self, port: int, p: Payload, concurrency: int, warmup: float, duration: float):
+        self._body = tempfile.NamedTemporaryFile(prefix="oxinfer-bench-", suffix=".body")
+        self._body.write(p.body)
+        self._body.flush()
+        cmd = [str(LOADGEN_BIN), "--addr", f"127.0.0.1:{port}", "--path", p.path, "--body", self._body.name,
+               "--concurrency", str(concurrency), "--warmup", str(warmup), "--duration", str(duration)]
+        for k, v in p.headers.items():
+            cmd += ["--header", f"{k}: {v}"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
 
-    def join(self) -> LoadResult:
-        for t in self.threads:
-            t.join()
-        return self.result
+    def wait(self, line: str) -> None:
+        got = self.proc.stdout.readline().strip()
+        if got != line:
+            self.proc.kill()
+            raise RuntimeError(f"load generator: expected {line!r}, got {got!r} (exit {self.proc.wait()})")
+
+    def result(self) -> dict:
+        out, _ = self.proc.communicate(timeout=180)
+        self._body.close()
+        if self.proc.returncode != 0:
+            raise RuntimeError(f"load generator exited with {self.proc.returncode}")
+        return json.loads(out.strip().splitlines()[-1])

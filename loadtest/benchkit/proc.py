@@ -31,7 +31,8 @@ CEILING_BIN = ROOT / "target" / "release" / "examples" / "ceiling"
 
 
 def build() -> None:
-    subprocess.run(["cargo", "build", "--release", "--bin", "oxinfer", "--example", "ceiling"], cwd=ROOT, check=True)
+    subprocess.run(["cargo", "build", "--release", "--bin", "oxinfer", "--example", "ceiling", "--example", "loadgen"],
+                   cwd=ROOT, check=True)
 
 
 def free_port() -> int:
@@ -167,14 +168,16 @@ class CpuSnapshot:
     client: float
 
 
-def cpu_snapshot(server_pid: int) -> CpuSnapshot:
-    busy = _busy()
+def cpu_snapshot(server_pid: int, client_pid: int) -> CpuSnapshot:
+    return CpuSnapshot(time.perf_counter(), _busy(), _process_cpu(server_pid), _process_cpu(client_pid))
+
+
+def _process_cpu(pid: int) -> float:
     try:
-        s = psutil.Process(server_pid).cpu_times()
-        server = s.user + s.system
+        t = psutil.Process(pid).cpu_times()
+        return t.user + t.system
     except psutil.Error:
-        server = 0.0
-    return CpuSnapshot(time.perf_counter(), busy, server, time.process_time())
+        return 0.0
 
 
 def cpu_split(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
@@ -254,9 +257,10 @@ class Quiet:
 
 # --- the ceiling --------------------------------------------------------------------------------------------------
 
-def ceiling(seconds: float, batches: list[int], instances: int = 0, threads: int = 0) -> list[dict]:
+def ceiling(seconds: float, batches: list[int], tensor: Path, instances: int = 0, threads: int = 0) -> list[dict]:
+    """In-process ONNX Runtime on `tensor` (one row of raw FP32, the server's own input) at each batch size."""
     cmd = [str(CEILING_BIN), "--ort-library", str(ort_library()), "--model-dir", str(REPO / MODEL),
-           "--seconds", str(seconds), "--batches", ",".join(map(str, batches))]
+           "--seconds", str(seconds), "--batches", ",".join(map(str, batches)), "--tensor", str(tensor)]
     if instances:
         cmd += ["--instances", str(instances)]
     if threads:

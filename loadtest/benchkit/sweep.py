@@ -18,28 +18,22 @@ def percentile(sorted_values: list[float], p: float) -> float:
 
 def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup: float, duration: float) -> dict:
     labels = {"model": client.MODEL}
-    begin = time.perf_counter() + 0.2
-    measure_from = begin + warmup
-    stop = measure_from + duration
-    load = client.Load(server.port, payload, concurrency, begin, stop)
-
-    time.sleep(max(measure_from - time.perf_counter(), 0))
+    load = client.Load(server.port, payload, concurrency, warmup, duration)
+    load.wait("window-start")
     before_metrics = server.metrics()
-    cpu0 = proc.cpu_snapshot(server.proc.pid)
+    cpu0 = proc.cpu_snapshot(server.proc.pid, load.proc.pid)
+    stop = time.perf_counter() + duration
     rss_max = 0.0
     while time.perf_counter() < stop - 0.05:
         rss = proc.metric(server.metrics(), "process_resident_memory_bytes") or 0.0
         rss_max = max(rss_max, rss)
         time.sleep(min(0.5, max(stop - time.perf_counter() - 0.05, 0)))
-    time.sleep(max(stop - time.perf_counter(), 0))
-    cpu1 = proc.cpu_snapshot(server.proc.pid)
+    load.wait("window-end")
+    cpu1 = proc.cpu_snapshot(server.proc.pid, load.proc.pid)
     after_metrics = server.metrics()
-    result = load.join()
-
-    inside = [s for s in result.samples if measure_from <= s.end <= stop]
-    ok = sorted((s.end - s.start) * 1e3 for s in inside if s.ok)
-    errors = sum(1 for s in inside if not s.ok)
-    window = stop - measure_from
+    result = load.result()
+    window = result["window_s"]
+    requests = result["requests"]
 
     def delta(name: str) -> float:
         return (proc.metric(after_metrics, name, labels) or 0.0) - (proc.metric(before_metrics, name, labels) or 0.0)
@@ -48,18 +42,22 @@ def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup
         n = delta(f"{histogram}_count")
         return delta(f"{histogram}_sum") / n * 1e3 if n else math.nan
 
+    def ms(key: str) -> float:
+        v = result.get(key)
+        return math.nan if v is None else v
+
     batches = delta("oxinfer_batch_size_count")
     cpu = proc.cpu_split(cpu0, cpu1)
     return {
         "protocol": payload.protocol,
         "concurrency": concurrency,
-        "requests": len(ok),
-        "errors": errors,
-        "images_per_s": len(ok) * payload.images / window,
-        "p50_ms": percentile(ok, 0.50),
-        "p95_ms": percentile(ok, 0.95),
-        "p99_ms": percentile(ok, 0.99),
-        "mean_ms": sum(ok) / len(ok) if ok else math.nan,
+        "requests": requests,
+        "errors": result["errors"],
+        "images_per_s": requests * payload.images / window,
+        "p50_ms": ms("p50_ms"),
+        "p95_ms": ms("p95_ms"),
+        "p99_ms": ms("p99_ms"),
+        "mean_ms": ms("mean_ms"),
         "mean_batch": delta("oxinfer_batch_size_sum") / batches if batches else math.nan,
         # Where the time went, from the server's own histograms (means): handler entry to response (body read
         # included), waiting in the queue, and one ONNX Runtime run of a batch (stacking included).
@@ -68,7 +66,7 @@ def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup
         "compute_ms": mean_ms("oxinfer_compute_duration_seconds"),
         "rss_max_mb": rss_max / 2**20,
         **{k: round(v, 3) for k, v in cpu.items()},
-        "client_cpu_ms_per_req": cpu["client_cores"] * window * 1e3 / max(len(inside), 1),
-        "server_cpu_ms_per_img": cpu["server_cores"] * window * 1e3 / max(len(ok) * payload.images, 1),
-        "error_samples": result.errors[:3],
+        "client_cpu_ms_per_req": cpu["client_cores"] * window * 1e3 / max(requests + result["errors"], 1),
+        "server_cpu_ms_per_img": cpu["server_cores"] * window * 1e3 / max(requests * payload.images, 1),
+        "error_samples": (result["failures"] + [f"HTTP {k}" for k in result["statuses"] if k != "200"])[:3],
     }

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Throughput benchmark of oxinfer against raw ONNX Runtime, on one machine, in one run.
 
-    .venv/bin/python loadtest/bench.py            # about 10 minutes with the defaults
+    .venv/bin/python loadtest/bench.py            # about 11 minutes with the defaults
 
 Measures the in-process ceiling (examples/ceiling.rs: same model, same [execution] settings and threads), then the
 server over V2 JSON, V2 binary and the image endpoint at rising concurrency, batching on/off, one instance vs two,
@@ -46,8 +46,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--protocols", type=names, default=list(PROTOCOLS), help="full sweep (default all three)")
     ap.add_argument("--variant-protocols", type=names, default=["v2_binary"],
                     help="protocols for the batching-off and two-instance sweeps (default v2_binary)")
-    ap.add_argument("--pairs", type=int, default=4,
-                    help="ceiling/server pairs measured back to back at saturation and at concurrency 1, in alternating order (default 4)")
+    ap.add_argument("--pairs", type=int, default=8,
+                    help="ceiling/server pairs measured back to back at saturation and at concurrency 1, in alternating order (default 8)")
+    ap.add_argument("--pair-seconds", type=float, default=2.0,
+                    help="measured seconds of each half of a pair; short, so that both halves see the same machine (default 2)")
     ap.add_argument("--starts", type=int, default=5, help="server starts timed for start-to-ready (default 5)")
     ap.add_argument("--image", type=Path, default=None, help="PNG to send (default scikit-image's chelsea.png)")
     ap.add_argument("--out", type=Path, default=proc.ROOT / "loadtest" / "results" / "bench")
@@ -96,11 +98,11 @@ def pairs(label: str, repo: Path, payload: client.Payload, conc: int, ceiling_of
         time.sleep(1.0)
         for i in range(args.pairs):
             def run_ceiling() -> dict:
-                return quiet.measure(lambda: proc.ceiling(args.ceiling_seconds, [ceiling_of["batch"]], args.tensor_file,
+                return quiet.measure(lambda: proc.ceiling(args.pair_seconds, [ceiling_of["batch"]], args.tensor_file,
                                                           instances=ceiling_of["instances"])[0])
 
             def run_server() -> dict:
-                return quiet.measure(lambda: sweep.point(server, payload, conc, args.warmup, args.duration))
+                return quiet.measure(lambda: sweep.point(server, payload, conc, 0.5, args.pair_seconds))
 
             # The order alternates, so a machine that speeds up or slows down favours neither side.
             if i % 2 == 0:
@@ -188,13 +190,16 @@ def main() -> int:
     # each comparison see the same machine.
     paired = []
     if args.pairs > 0:
-        best_ceiling = max(ceiling, key=lambda r: r["images_per_s"])
         batch1 = {"batch": 1, "instances": 1}
         for label, (changes, _) in variants.items():
             sel = [r for r in rows if r["config"] == label and r["protocol"] == "v2_binary"]
             if label == "batching_off" or not sel:
                 continue
-            plan = [(max(sel, key=lambda r: r["images_per_s"])["concurrency"], best_ceiling)]
+            # The ceiling with the configuration's own thread layout ("the same thread settings"), at its best batch
+            # size; the sweep's ratios compare every configuration with the best layout as well.
+            layout = 2 if label == "instances_2" else 1
+            same_layout = max((r for r in ceiling if r["instances"] == layout), key=lambda r: r["images_per_s"])
+            plan = [(max(sel, key=lambda r: r["images_per_s"])["concurrency"], same_layout)]
             if label == "batching_on" and 1 in args.concurrency:
                 plan.append((1, batch1))
             repo = proc.variant_repo(changes)

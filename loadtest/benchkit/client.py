@@ -119,7 +119,10 @@ class Load:
             raise RuntimeError(f"load generator: expected {line!r}, got {got!r} (exit {self.proc.wait()})")
 
     def result(self) -> dict:
-        out, _ = self.proc.communicate(timeout=180)
+        # Read through the text buffer, which may already hold the summary line along with "window-end"
+        # (communicate() with a timeout would read the pipe beneath it and miss that line).
+        out = self.proc.stdout.read()
+        self.proc.wait(timeout=180)
         self._body.close()
         if self.proc.returncode != 0:
             raise RuntimeError(f"load generator exited with {self.proc.returncode}")

@@ -8,9 +8,8 @@ use std::io;
 use half::{bf16, f16};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
 use serde_json::ser::Formatter;
-use serde_json::Value;
 
-use crate::tensor::json::JsonData;
+use crate::tensor::json::{self, JsonData, JsonDataError};
 use crate::tensor::{DataType, TensorData};
 
 /// What a bare token becomes inside the rewritten request: a string no float tensor accepts otherwise.
@@ -18,11 +17,15 @@ const NAN: &str = "\u{0}NaN";
 const INF: &str = "\u{0}Infinity";
 const NEG_INF: &str = "\u{0}-Infinity";
 
-/// Rewrites the bare tokens `NaN`, `Inf`, `Infinity` (each optionally signed) outside strings into marker strings,
-/// or `None` when there is none, so that the caller reports the original parse error.
-pub fn rewrite_tokens(json: &[u8]) -> Option<Vec<u8>> {
+/// Rewrites the bare tokens `NaN`, `Inf`, `Infinity` (each optionally signed) outside strings into marker strings
+/// and counts them, or `None` when there is none, so that the caller reports the original parse error. A body that
+/// already holds an escaped NUL is not rewritten: one of its strings could pass for a marker.
+pub fn rewrite_tokens(json: &[u8]) -> Option<(Vec<u8>, usize)> {
+    if json.windows(6).any(|w| w == b"\\u0000") {
+        return None;
+    }
     let mut out = Vec::with_capacity(json.len() + 16);
-    let mut found = false;
+    let mut found = 0;
     let mut in_string = false;
     let mut i = 0;
     while i < json.len() {
@@ -60,7 +63,7 @@ pub fn rewrite_tokens(json: &[u8]) -> Option<Vec<u8>> {
                     (false, true) => NEG_INF,
                 };
                 out.extend_from_slice(serde_json::to_string(marker).ok()?.as_bytes());
-                found = true;
+                found += 1;
                 i = start + t.len();
             }
             None => {
@@ -69,48 +72,21 @@ pub fn rewrite_tokens(json: &[u8]) -> Option<Vec<u8>> {
             }
         }
     }
-    found.then_some(out)
+    (found > 0).then_some((out, found))
 }
 
-/// Decodes a float tensor's `data` that may hold markers; `None` for any other datatype, which the caller decodes
-/// as usual. Errors read like `tensor::json`'s.
-pub fn decode_floats(datatype: DataType, data: &Value, expected: usize) -> Option<Result<TensorData, String>> {
+/// Decodes a float tensor's `data` text that may hold markers, with the number of markers it held; `None` for any
+/// other datatype, which the caller decodes as usual. Numbers follow `tensor::json`'s rules, and so do its errors.
+pub fn decode_floats(datatype: DataType, text: &str, expected: usize) -> Option<Result<(TensorData, usize), JsonDataError>> {
     if !matches!(datatype, DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64) {
         return None;
     }
-    let mut flat = Vec::new();
-    flatten(data, &mut flat);
-    if flat.len() != expected {
-        return Some(Err(format!("holds {} elements but the shape needs {expected}", flat.len())));
-    }
-    let values: Result<Vec<f64>, String> = flat
-        .iter()
-        .enumerate()
-        .map(|(i, v)| match v {
-            Value::String(s) if s == NAN => Ok(f64::NAN),
-            Value::String(s) if s == INF => Ok(f64::INFINITY),
-            Value::String(s) if s == NEG_INF => Ok(f64::NEG_INFINITY),
-            Value::Number(n) => n.as_f64().ok_or_else(|| format!("element {i} is the number {n}, expected {datatype}")),
-            _ => Err(format!("element {i} is not a number, expected {datatype}")),
-        })
+    let markers: Vec<(String, f64)> = [(NAN, f64::NAN), (INF, f64::INFINITY), (NEG_INF, f64::NEG_INFINITY)]
+        .into_iter()
+        .filter_map(|(m, x)| serde_json::to_string(m).ok().map(|text| (text, x)))
         .collect();
-    let values = match values {
-        Ok(v) => v,
-        Err(e) => return Some(Err(e)),
-    };
-    Some(Ok(match datatype {
-        DataType::Fp16 => TensorData::Fp16(values.into_iter().map(f16::from_f64).collect()),
-        DataType::Bf16 => TensorData::Bf16(values.into_iter().map(bf16::from_f64).collect()),
-        DataType::Fp32 => TensorData::Fp32(values.into_iter().map(|x| x as f32).collect()),
-        _ => TensorData::Fp64(values),
-    }))
-}
-
-fn flatten<'a>(v: &'a Value, out: &mut Vec<&'a Value>) {
-    match v {
-        Value::Array(items) => items.iter().for_each(|item| flatten(item, out)),
-        other => out.push(other),
-    }
+    let special = |leaf: &str| markers.iter().find(|(m, _)| m == leaf).map(|&(_, x)| x);
+    Some(json::decode_floats_text(datatype, text, expected, &special))
 }
 
 /// A tensor's elements as a flat JSON array whose non-finite floats pass to [`TritonFormatter`] as byte markers.
@@ -178,23 +154,36 @@ impl Formatter for TritonFormatter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
+    use serde_json::{json, Value};
 
     #[test]
     fn tokens_outside_strings_become_markers() {
         let src = br#"{"data":[NaN,-Infinity,Infinity,1.5,-Inf,Inf],"s":"NaN \" Infinity","NaNo":[-1]}"#;
-        let fixed = rewrite_tokens(src).unwrap();
+        let (fixed, count) = rewrite_tokens(src).unwrap();
+        assert_eq!(count, 5);
         let v: Value = serde_json::from_slice(&fixed).unwrap();
         assert_eq!(v["s"], "NaN \" Infinity");
         assert_eq!(v["NaNo"], json!([-1]));
-        let d = decode_floats(DataType::Fp32, &v["data"], 6).unwrap().unwrap();
+        let data = v["data"].to_string();
+        let (d, markers) = decode_floats(DataType::Fp32, &data, 6).unwrap().unwrap();
+        assert_eq!(markers, 5);
         let TensorData::Fp32(d) = d else { panic!() };
         assert!(d[0].is_nan());
         assert_eq!(&d[1..], &[f32::NEG_INFINITY, f32::INFINITY, 1.5, f32::NEG_INFINITY, f32::INFINITY]);
         assert!(rewrite_tokens(br#"{"a":"NaN","b":[1,2]}"#).is_none());
         assert!(rewrite_tokens(b"[Nonsense]").is_none());
-        assert!(decode_floats(DataType::Int32, &v["data"], 6).is_none());
-        assert!(decode_floats(DataType::Fp64, &v["data"], 5).unwrap().is_err());
+        assert!(decode_floats(DataType::Int32, &data, 6).is_none());
+        assert!(decode_floats(DataType::Fp64, &data, 5).unwrap().is_err());
+    }
+
+    #[test]
+    fn numbers_beside_tokens_keep_the_usual_rules() {
+        let (fixed, _) = rewrite_tokens(b"[NaN, 1e39]").unwrap();
+        let text = String::from_utf8(fixed).unwrap();
+        let err = decode_floats(DataType::Fp32, &text, 2).unwrap().unwrap_err().to_string();
+        assert!(err.starts_with("element 1 is the number 1e") && err.ends_with("expected FP32"), "{err}");
+        assert!(decode_floats(DataType::Fp64, &text, 2).unwrap().is_ok());
+        assert!(rewrite_tokens(br#"{"data": [NaN, "\u0000NaN"]}"#).is_none(), "a string could pass for a marker");
     }
 
     #[test]

@@ -75,18 +75,21 @@ pub fn parse(body: &[u8], json_len: Option<usize>, sig: &Signature, max_batch: u
 
 fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
     let fixed: Vec<u8>;
-    let (header, tokens): (Header, bool) = match serde_json::from_slice(json_part) {
-        Ok(h) => (h, false),
+    // `tokens`: how many bare NaN/Infinity tokens the body held; each must turn out to be an element of float data.
+    let (header, tokens): (Header, usize) = match serde_json::from_slice(json_part) {
+        Ok(h) => (h, 0),
         // tritonclient writes NaN and the infinities as RapidJSON does; only then is the body read a second time.
         Err(e) => {
-            fixed = nonfinite::rewrite_tokens(json_part)
+            let count;
+            (fixed, count) = nonfinite::rewrite_tokens(json_part)
                 .ok_or_else(|| ProtocolError::new(format!("request JSON is invalid: {e}")))?;
             match serde_json::from_slice(&fixed) {
-                Ok(h) => (h, true),
+                Ok(h) => (h, count),
                 Err(_) => return Err(ProtocolError::new(format!("request JSON is invalid: {e}"))),
             }
         }
     };
+    let mut tokens_used = 0;
     let mut inputs = Vec::with_capacity(header.inputs.len());
     let mut rows: Option<usize> = None;
     for (i, input) in header.inputs.iter().enumerate() {
@@ -116,7 +119,11 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
                 return Err(ProtocolError::new(format!("input '{}' has both data and binary_data_size", input.name)))
             }
             (None, None) => return Err(ProtocolError::new(format!("input '{}' has neither data nor binary_data_size", input.name))),
-            (None, Some(raw)) => json_data(input, datatype, raw, count, tokens)?,
+            (None, Some(raw)) => {
+                let (data, used) = json_data(input, datatype, raw, count, tokens > 0)?;
+                tokens_used += used;
+                data
+            }
             (Some(size), None) => {
                 if size > binary_part.len() {
                     return Err(ProtocolError::new(format!(
@@ -135,6 +142,11 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
         };
         inputs.push(Tensor { name: input.name.clone(), shape: input.shape.clone(), data });
     }
+    if tokens_used != tokens {
+        return Err(ProtocolError::new(
+            "request JSON is invalid: NaN and Infinity are accepted only as elements of FP16, BF16, FP32 or FP64 input data",
+        ));
+    }
     if !binary_part.is_empty() {
         return Err(ProtocolError::new(format!(
             "{} bytes after the last binary input are not claimed by any binary_data_size",
@@ -148,17 +160,14 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
     Ok(InferRequest { id: header.id.filter(|s| !s.is_empty()), inputs, rows: rows.unwrap_or(1), outputs })
 }
 
-/// Reads an input's JSON `data`; `tokens`: the body held NaN or infinity tokens, now marker strings.
-fn json_data(input: &InputHeader, datatype: DataType, raw: &RawValue, count: usize, tokens: bool) -> Result<TensorData, ProtocolError> {
+/// Reads an input's JSON `data`, with the number of NaN/Infinity markers it held; `tokens`: the body held such
+/// tokens, now marker strings.
+fn json_data(input: &InputHeader, datatype: DataType, raw: &RawValue, count: usize, tokens: bool) -> Result<(TensorData, usize), ProtocolError> {
     let fail = |e: String| ProtocolError::new(format!("input '{}': data {e}", input.name));
-    if tokens {
-        let value: Value = serde_json::from_str(raw.get()).map_err(|e| fail(format!("is not valid JSON: {e}")))?;
-        if let Some(decoded) = nonfinite::decode_floats(datatype, &value, count) {
-            return decoded.map_err(fail);
-        }
-        return json::decode(datatype, &value, count).map_err(|e| fail(e.to_string()));
+    if let Some(decoded) = tokens.then(|| nonfinite::decode_floats(datatype, raw.get(), count)).flatten() {
+        return decoded.map_err(|e| fail(e.to_string()));
     }
-    json::decode_text(datatype, raw.get(), count).map_err(|e| fail(e.to_string()))
+    json::decode_text(datatype, raw.get(), count).map(|d| (d, 0)).map_err(|e| fail(e.to_string()))
 }
 
 /// `Inference-Header-Content-Length: 0`: the body is one input's raw bytes; all outputs come back binary.

@@ -121,7 +121,15 @@ fn non_finite_tokens_and_bad_utf8() {
     assert!(a[0].is_nan() && a[1] == f32::NEG_INFINITY);
     assert_eq!(r.inputs[1].data, TensorData::Bytes(vec![b"NaN".to_vec()]));
     let bad = br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, "x"]}]}"#;
-    assert!(parse(bad, None, &sig(), 4).unwrap_err().0.contains("element 1 is not a number"));
+    assert!(parse(bad, None, &sig(), 4).unwrap_err().0.contains("element 1 is a string, expected FP32"));
+    // Tokens are numbers of float data only: not an id, not a key, not beside an out-of-range number.
+    for bad in [
+        &br#"{"id": NaN, "inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, 1]}]}"#[..],
+        br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, 1]}], NaN: 1}"#,
+        br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, 1e39]}]}"#,
+    ] {
+        assert!(parse(bad, None, &sig(), 4).is_err(), "{}", String::from_utf8_lossy(bad));
+    }
 
     let mut tail = Vec::new();
     tail.extend_from_slice(bytemuck::cast_slice(&[1.0f32, 2.0]));

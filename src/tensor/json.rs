@@ -35,14 +35,7 @@ pub fn decode_text(datatype: DataType, text: &str, expected: usize) -> Result<Te
         let value: Value = serde_json::from_str(text).map_err(|e| JsonDataError::Invalid(e.to_string()))?;
         return decode(datatype, &value, expected);
     }
-    let mut found = 0;
-    for leaf in Leaves::new(text) {
-        leaf?;
-        found += 1;
-    }
-    if found != expected {
-        return Err(JsonDataError::WrongLength { found, expected });
-    }
+    check_count(text, expected)?;
     Ok(match datatype {
         DataType::Bool => TensorData::Bool(typed(datatype, text, expected)?),
         DataType::Uint8 => TensorData::Uint8(typed(datatype, text, expected)?),
@@ -69,14 +62,7 @@ pub fn decode_floats_text(
     expected: usize,
     special: &dyn Fn(&str) -> Option<f64>,
 ) -> Result<(TensorData, usize), JsonDataError> {
-    let mut found = 0;
-    for leaf in Leaves::new(text) {
-        leaf?;
-        found += 1;
-    }
-    if found != expected {
-        return Err(JsonDataError::WrongLength { found, expected });
-    }
+    check_count(text, expected)?;
     fn floats<T: Float>(dt: DataType, text: &str, n: usize, special: &dyn Fn(&str) -> Option<f64>) -> Result<(Vec<T>, usize), JsonDataError> {
         let (mut out, mut specials) = (Vec::with_capacity(n), 0);
         for (index, leaf) in Leaves::new(text).enumerate() {
@@ -98,6 +84,19 @@ pub fn decode_floats_text(
         DataType::Fp32 => floats(datatype, text, expected, special).map(|(v, n)| (TensorData::Fp32(v), n))?,
         _ => floats(datatype, text, expected, special).map(|(v, n)| (TensorData::Fp64(v), n))?,
     })
+}
+
+/// The first pass: the element count must match before anything is allocated for the elements.
+fn check_count(text: &str, expected: usize) -> Result<(), JsonDataError> {
+    let mut found = 0;
+    for leaf in Leaves::new(text) {
+        leaf?;
+        found += 1;
+    }
+    if found != expected {
+        return Err(JsonDataError::WrongLength { found, expected });
+    }
+    Ok(())
 }
 
 /// The second pass: every leaf converted, the first that does not convert named.

@@ -2,7 +2,7 @@
 //! elements back out as a flat JSON array. Strict on types: a float where an integer is expected is a 400, not a cast.
 //!
 //! A JSON image tensor holds about 150 000 numbers, and a body may hold millions, so numeric `data` is read from its
-//! text in two passes that allocate nothing but the result: one counts the elements, one converts them. Building a
+//! text in one pass that allocates nothing but the result (at most what the shape asks for). Building a
 //! `serde_json::Value` per number instead cost about 30 bytes each, which a 64 MiB body of bad data turned into
 //! gigabytes.
 
@@ -30,12 +30,6 @@ const MAX_DEPTH: usize = 128;
 /// Parses the JSON text of `data` (valid JSON, as the request parser checked) for a tensor of `datatype` that must
 /// hold exactly `expected` elements. Same rules and messages as [`decode`].
 pub fn decode_text(datatype: DataType, text: &str, expected: usize) -> Result<TensorData, JsonDataError> {
-    if datatype == DataType::Bytes {
-        // Strings need unescaping; string tensors are small next to numeric ones.
-        let value: Value = serde_json::from_str(text).map_err(|e| JsonDataError::Invalid(e.to_string()))?;
-        return decode(datatype, &value, expected);
-    }
-    check_count(text, expected)?;
     Ok(match datatype {
         DataType::Bool => TensorData::Bool(typed(datatype, text, expected)?),
         DataType::Uint8 => TensorData::Uint8(typed(datatype, text, expected)?),
@@ -50,7 +44,11 @@ pub fn decode_text(datatype: DataType, text: &str, expected: usize) -> Result<Te
         DataType::Bf16 => TensorData::Bf16(typed(datatype, text, expected)?),
         DataType::Fp32 => TensorData::Fp32(typed(datatype, text, expected)?),
         DataType::Fp64 => TensorData::Fp64(typed(datatype, text, expected)?),
-        DataType::Bytes => unreachable!("handled above"),
+        DataType::Bytes => {
+            // Strings need unescaping; string tensors are small next to numeric ones.
+            let value: Value = serde_json::from_str(text).map_err(|e| JsonDataError::Invalid(e.to_string()))?;
+            decode(datatype, &value, expected)?
+        }
     })
 }
 
@@ -62,21 +60,11 @@ pub fn decode_floats_text(
     expected: usize,
     special: &dyn Fn(&str) -> Option<f64>,
 ) -> Result<(TensorData, usize), JsonDataError> {
-    check_count(text, expected)?;
     fn floats<T: Float>(dt: DataType, text: &str, n: usize, special: &dyn Fn(&str) -> Option<f64>) -> Result<(Vec<T>, usize), JsonDataError> {
-        let (mut out, mut specials) = (Vec::with_capacity(n), 0);
-        for (index, leaf) in Leaves::new(text).enumerate() {
-            let leaf = leaf?;
-            let v = match special(leaf) {
-                Some(x) => {
-                    specials += 1;
-                    T::from_f64_unchecked(x)
-                }
-                None => T::parse(leaf).ok_or_else(|| JsonDataError::WrongType { index, found: describe_leaf(leaf), expected: dt })?,
-            };
-            out.push(v);
-        }
-        Ok((out, specials))
+        convert(dt, text, n, |leaf| match special(leaf) {
+            Some(x) => Some((T::from_f64_unchecked(x), true)),
+            None => T::parse(leaf).map(|v| (v, false)),
+        })
     }
     Ok(match datatype {
         DataType::Fp16 => floats(datatype, text, expected, special).map(|(v, n)| (TensorData::Fp16(v), n))?,
@@ -86,27 +74,39 @@ pub fn decode_floats_text(
     })
 }
 
-/// The first pass: the element count must match before anything is allocated for the elements.
-fn check_count(text: &str, expected: usize) -> Result<(), JsonDataError> {
-    let mut found = 0;
+/// Every leaf converted in one pass. The count is checked before the first refused leaf is reported, as `decode`
+/// does; leaves beyond the expected count are counted, not kept, so a wrong shape allocates no more than it asked.
+fn typed<T: Element>(datatype: DataType, text: &str, expected: usize) -> Result<Vec<T>, JsonDataError> {
+    convert(datatype, text, expected, |leaf| T::parse(leaf).map(|v| (v, false))).map(|(v, _)| v)
+}
+
+/// The reading loop behind both readers: `parse` returns the element and whether it was a special value.
+fn convert<T>(
+    datatype: DataType,
+    text: &str,
+    expected: usize,
+    parse: impl Fn(&str) -> Option<(T, bool)>,
+) -> Result<(Vec<T>, usize), JsonDataError> {
+    // Every element takes at least two characters ("1,"), so the reservation is bounded by the text as well.
+    let mut out = Vec::with_capacity(expected.min(text.len() / 2 + 1));
+    let (mut found, mut specials, mut refused) = (0, 0, None);
     for leaf in Leaves::new(text) {
-        leaf?;
+        let leaf = leaf?;
+        if found < expected && refused.is_none() {
+            match parse(leaf) {
+                Some((v, special)) => {
+                    out.push(v);
+                    specials += usize::from(special);
+                }
+                None => refused = Some(JsonDataError::WrongType { index: found, found: describe_leaf(leaf), expected: datatype }),
+            }
+        }
         found += 1;
     }
     if found != expected {
         return Err(JsonDataError::WrongLength { found, expected });
     }
-    Ok(())
-}
-
-/// The second pass: every leaf converted, the first that does not convert named.
-fn typed<T: Element>(datatype: DataType, text: &str, expected: usize) -> Result<Vec<T>, JsonDataError> {
-    let mut out = Vec::with_capacity(expected);
-    for (index, leaf) in Leaves::new(text).enumerate() {
-        let leaf = leaf?;
-        out.push(T::parse(leaf).ok_or_else(|| JsonDataError::WrongType { index, found: describe_leaf(leaf), expected: datatype })?);
-    }
-    Ok(out)
+    refused.map_or(Ok((out, specials)), Err)
 }
 
 /// The leaves of a (possibly nested) JSON array in order, as text: numbers, literals, strings and objects.

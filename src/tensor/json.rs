@@ -30,31 +30,12 @@ const MAX_DEPTH: usize = 128;
 /// Parses the JSON text of `data` (valid JSON, as the request parser checked) for a tensor of `datatype` that must
 /// hold exactly `expected` elements. Same rules and messages as [`decode`].
 pub fn decode_text(datatype: DataType, text: &str, expected: usize) -> Result<TensorData, JsonDataError> {
-    Ok(match datatype {
-        DataType::Bool => TensorData::Bool(typed(datatype, text, expected)?),
-        DataType::Uint8 => TensorData::Uint8(typed(datatype, text, expected)?),
-        DataType::Uint16 => TensorData::Uint16(typed(datatype, text, expected)?),
-        DataType::Uint32 => TensorData::Uint32(typed(datatype, text, expected)?),
-        DataType::Uint64 => TensorData::Uint64(typed(datatype, text, expected)?),
-        DataType::Int8 => TensorData::Int8(typed(datatype, text, expected)?),
-        DataType::Int16 => TensorData::Int16(typed(datatype, text, expected)?),
-        DataType::Int32 => TensorData::Int32(typed(datatype, text, expected)?),
-        DataType::Int64 => TensorData::Int64(typed(datatype, text, expected)?),
-        DataType::Fp16 => TensorData::Fp16(typed(datatype, text, expected)?),
-        DataType::Bf16 => TensorData::Bf16(typed(datatype, text, expected)?),
-        DataType::Fp32 => TensorData::Fp32(typed(datatype, text, expected)?),
-        DataType::Fp64 => TensorData::Fp64(typed(datatype, text, expected)?),
-        DataType::Bytes => {
-            // Strings need unescaping; string tensors are small next to numeric ones.
-            let value: Value = serde_json::from_str(text).map_err(|e| JsonDataError::Invalid(e.to_string()))?;
-            decode(datatype, &value, expected)?
-        }
-    })
+    decode_text_with(datatype, text, expected, &|_| None).map(|(data, _)| data)
 }
 
-/// `decode_text` for float data in which `special` stands for values JSON cannot write (NaN and the infinities, as
-/// markers); also returns how many leaves it recognised.
-pub fn decode_floats_text(
+/// `decode_text` in which, for float tensors, `special` stands for values JSON cannot write (NaN and the infinities,
+/// as markers); also returns how many leaves it recognised.
+pub fn decode_text_with(
     datatype: DataType,
     text: &str,
     expected: usize,
@@ -66,11 +47,26 @@ pub fn decode_floats_text(
             None => T::parse(leaf).map(|v| (v, false)),
         })
     }
+    let (dt, n) = (datatype, expected);
     Ok(match datatype {
-        DataType::Fp16 => floats(datatype, text, expected, special).map(|(v, n)| (TensorData::Fp16(v), n))?,
-        DataType::Bf16 => floats(datatype, text, expected, special).map(|(v, n)| (TensorData::Bf16(v), n))?,
-        DataType::Fp32 => floats(datatype, text, expected, special).map(|(v, n)| (TensorData::Fp32(v), n))?,
-        _ => floats(datatype, text, expected, special).map(|(v, n)| (TensorData::Fp64(v), n))?,
+        DataType::Bool => (TensorData::Bool(typed(dt, text, n)?), 0),
+        DataType::Uint8 => (TensorData::Uint8(typed(dt, text, n)?), 0),
+        DataType::Uint16 => (TensorData::Uint16(typed(dt, text, n)?), 0),
+        DataType::Uint32 => (TensorData::Uint32(typed(dt, text, n)?), 0),
+        DataType::Uint64 => (TensorData::Uint64(typed(dt, text, n)?), 0),
+        DataType::Int8 => (TensorData::Int8(typed(dt, text, n)?), 0),
+        DataType::Int16 => (TensorData::Int16(typed(dt, text, n)?), 0),
+        DataType::Int32 => (TensorData::Int32(typed(dt, text, n)?), 0),
+        DataType::Int64 => (TensorData::Int64(typed(dt, text, n)?), 0),
+        DataType::Fp16 => floats(dt, text, n, special).map(|(v, k)| (TensorData::Fp16(v), k))?,
+        DataType::Bf16 => floats(dt, text, n, special).map(|(v, k)| (TensorData::Bf16(v), k))?,
+        DataType::Fp32 => floats(dt, text, n, special).map(|(v, k)| (TensorData::Fp32(v), k))?,
+        DataType::Fp64 => floats(dt, text, n, special).map(|(v, k)| (TensorData::Fp64(v), k))?,
+        DataType::Bytes => {
+            // Strings need unescaping; string tensors are small next to numeric ones.
+            let value: Value = serde_json::from_str(text).map_err(|e| JsonDataError::Invalid(e.to_string()))?;
+            (decode(datatype, &value, expected)?, 0)
+        }
     })
 }
 

@@ -4,6 +4,7 @@
 //! fast path for requests: they are rewritten only when they fail to parse.
 
 use std::io;
+use std::sync::LazyLock;
 
 use half::{bf16, f16};
 use serde::ser::{Serialize, SerializeSeq, Serializer};
@@ -16,6 +17,11 @@ use crate::tensor::{DataType, TensorData};
 const NAN: &str = "\u{0}NaN";
 const INF: &str = "\u{0}Infinity";
 const NEG_INF: &str = "\u{0}-Infinity";
+
+/// The markers as they are written into the rewritten request (JSON strings), with the values they stand for.
+static MARKER_TEXT: LazyLock<[(String, f64); 3]> = LazyLock::new(|| {
+    [(NAN, f64::NAN), (INF, f64::INFINITY), (NEG_INF, f64::NEG_INFINITY)].map(|(m, x)| (serde_json::Value::from(m).to_string(), x))
+});
 
 /// Rewrites the bare tokens `NaN`, `Inf`, `Infinity` (each optionally signed) outside strings into marker strings
 /// and counts them, or `None` when there is none, so that the caller reports the original parse error. A body that
@@ -58,11 +64,11 @@ pub fn rewrite_tokens(json: &[u8]) -> Option<(Vec<u8>, usize)> {
         match token {
             Some((t, is_nan)) => {
                 let marker = match (is_nan, negative) {
-                    (true, _) => NAN,
-                    (false, false) => INF,
-                    (false, true) => NEG_INF,
+                    (true, _) => 0,
+                    (false, false) => 1,
+                    (false, true) => 2,
                 };
-                out.extend_from_slice(serde_json::to_string(marker).ok()?.as_bytes());
+                out.extend_from_slice(MARKER_TEXT[marker].0.as_bytes());
                 found += 1;
                 i = start + t.len();
             }
@@ -75,18 +81,11 @@ pub fn rewrite_tokens(json: &[u8]) -> Option<(Vec<u8>, usize)> {
     (found > 0).then_some((out, found))
 }
 
-/// Decodes a float tensor's `data` text that may hold markers, with the number of markers it held; `None` for any
-/// other datatype, which the caller decodes as usual. Numbers follow `tensor::json`'s rules, and so do its errors.
-pub fn decode_floats(datatype: DataType, text: &str, expected: usize) -> Option<Result<(TensorData, usize), JsonDataError>> {
-    if !matches!(datatype, DataType::Fp16 | DataType::Bf16 | DataType::Fp32 | DataType::Fp64) {
-        return None;
-    }
-    let markers: Vec<(String, f64)> = [(NAN, f64::NAN), (INF, f64::INFINITY), (NEG_INF, f64::NEG_INFINITY)]
-        .into_iter()
-        .filter_map(|(m, x)| serde_json::to_string(m).ok().map(|text| (text, x)))
-        .collect();
-    let special = |leaf: &str| markers.iter().find(|(m, _)| m == leaf).map(|&(_, x)| x);
-    Some(json::decode_floats_text(datatype, text, expected, &special))
+/// Decodes a tensor's `data` text that may hold markers, with the number of markers it held. Markers count only as
+/// elements of float tensors; numbers follow `tensor::json`'s rules, and so do its errors.
+pub fn decode_with_markers(datatype: DataType, text: &str, expected: usize) -> Result<(TensorData, usize), JsonDataError> {
+    let special = |leaf: &str| MARKER_TEXT.iter().find(|(m, _)| m == leaf).map(|&(_, x)| x);
+    json::decode_text_with(datatype, text, expected, &special)
 }
 
 /// A tensor's elements as a flat JSON array whose non-finite floats pass to [`TritonFormatter`] as byte markers.
@@ -165,24 +164,24 @@ mod tests {
         assert_eq!(v["s"], "NaN \" Infinity");
         assert_eq!(v["NaNo"], json!([-1]));
         let data = v["data"].to_string();
-        let (d, markers) = decode_floats(DataType::Fp32, &data, 6).unwrap().unwrap();
+        let (d, markers) = decode_with_markers(DataType::Fp32, &data, 6).unwrap();
         assert_eq!(markers, 5);
         let TensorData::Fp32(d) = d else { panic!() };
         assert!(d[0].is_nan());
         assert_eq!(&d[1..], &[f32::NEG_INFINITY, f32::INFINITY, 1.5, f32::NEG_INFINITY, f32::INFINITY]);
         assert!(rewrite_tokens(br#"{"a":"NaN","b":[1,2]}"#).is_none());
         assert!(rewrite_tokens(b"[Nonsense]").is_none());
-        assert!(decode_floats(DataType::Int32, &data, 6).is_none());
-        assert!(decode_floats(DataType::Fp64, &data, 5).unwrap().is_err());
+        assert!(decode_with_markers(DataType::Int32, &data, 6).is_err(), "markers are not integers");
+        assert!(decode_with_markers(DataType::Fp64, &data, 5).is_err());
     }
 
     #[test]
     fn numbers_beside_tokens_keep_the_usual_rules() {
         let (fixed, _) = rewrite_tokens(b"[NaN, 1e39]").unwrap();
         let text = String::from_utf8(fixed).unwrap();
-        let err = decode_floats(DataType::Fp32, &text, 2).unwrap().unwrap_err().to_string();
+        let err = decode_with_markers(DataType::Fp32, &text, 2).unwrap_err().to_string();
         assert!(err.starts_with("element 1 is the number 1e") && err.ends_with("expected FP32"), "{err}");
-        assert!(decode_floats(DataType::Fp64, &text, 2).unwrap().is_ok());
+        assert!(decode_with_markers(DataType::Fp64, &text, 2).is_ok());
         assert!(rewrite_tokens(br#"{"data": [NaN, "\u0000NaN"]}"#).is_none(), "a string could pass for a marker");
     }
 

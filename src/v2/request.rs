@@ -163,11 +163,12 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
 /// Reads an input's JSON `data`, with the number of NaN/Infinity markers it held; `tokens`: the body held such
 /// tokens, now marker strings.
 fn json_data(input: &InputHeader, datatype: DataType, raw: &RawValue, count: usize, tokens: bool) -> Result<(TensorData, usize), ProtocolError> {
-    let fail = |e: String| ProtocolError::new(format!("input '{}': data {e}", input.name));
-    if let Some(decoded) = tokens.then(|| nonfinite::decode_floats(datatype, raw.get(), count)).flatten() {
-        return decoded.map_err(|e| fail(e.to_string()));
-    }
-    json::decode_text(datatype, raw.get(), count).map(|d| (d, 0)).map_err(|e| fail(e.to_string()))
+    let decoded = if tokens {
+        nonfinite::decode_with_markers(datatype, raw.get(), count)
+    } else {
+        json::decode_text(datatype, raw.get(), count).map(|d| (d, 0))
+    };
+    decoded.map_err(|e| ProtocolError::new(format!("input '{}': data {e}", input.name)))
 }
 
 /// `Inference-Header-Content-Length: 0`: the body is one input's raw bytes; all outputs come back binary.

@@ -15,6 +15,7 @@ import json
 import statistics
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -96,14 +97,14 @@ def pairs(label: str, repo: Path, payload: client.Payload, conc: int, ceiling_of
     out = []
     try:
         time.sleep(1.0)
+        def run_ceiling() -> dict:
+            return quiet.measure(lambda: proc.ceiling(args.pair_seconds, [ceiling_of["batch"]], args.tensor_file,
+                                                      instances=ceiling_of["instances"])[0])
+
+        def run_server() -> dict:
+            return quiet.measure(lambda: sweep.point(server, payload, conc, 0.5, args.pair_seconds))
+
         for i in range(args.pairs):
-            def run_ceiling() -> dict:
-                return quiet.measure(lambda: proc.ceiling(args.pair_seconds, [ceiling_of["batch"]], args.tensor_file,
-                                                          instances=ceiling_of["instances"])[0])
-
-            def run_server() -> dict:
-                return quiet.measure(lambda: sweep.point(server, payload, conc, 0.5, args.pair_seconds))
-
             # The order alternates, so a machine that speeds up or slows down favours neither side.
             if i % 2 == 0:
                 c, s = run_ceiling(), run_server()
@@ -191,13 +192,14 @@ def main() -> int:
     paired = []
     if args.pairs > 0:
         batch1 = {"batch": 1, "instances": 1}
+        shipped_instances = tomllib.loads((proc.REPO / proc.MODEL / "config.toml").read_text())["instance_group"]["count"]
         for label, (changes, _) in variants.items():
             sel = [r for r in rows if r["config"] == label and r["protocol"] == "v2_binary"]
             if label == "batching_off" or not sel:
                 continue
             # The ceiling with the configuration's own thread layout ("the same thread settings"), at its best batch
             # size; the sweep's ratios compare every configuration with the best layout as well.
-            layout = 2 if label == "instances_2" else 1
+            layout = int(changes.get(("instance_group", "count"), shipped_instances))
             same_layout = max((r for r in ceiling if r["instances"] == layout), key=lambda r: r["images_per_s"])
             plan = [(max(sel, key=lambda r: r["images_per_s"])["concurrency"], same_layout)]
             if label == "batching_on" and 1 in args.concurrency:

@@ -10,12 +10,6 @@ import time
 from . import client, proc
 
 
-def percentile(sorted_values: list[float], p: float) -> float:
-    if not sorted_values:
-        return math.nan
-    return sorted_values[min(len(sorted_values) - 1, round((len(sorted_values) - 1) * p))]
-
-
 def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup: float, duration: float) -> dict:
     labels = {"model": client.MODEL}
     load = client.Load(server.port, payload, concurrency, warmup, duration)

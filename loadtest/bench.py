@@ -115,7 +115,7 @@ def pairs(label: str, repo: Path, payload: client.Payload, conc: int, ceiling_of
                         "ceiling_instances": c["instances"], "ceiling_batch": c["batch"],
                         "ceiling_images_per_s": c["images_per_s"], "server_images_per_s": s["images_per_s"],
                         "ratio": ratio, "ceiling_p50_ms": c["p50_ms"], "server_p50_ms": s["p50_ms"],
-                        "server_p99_ms": s["p99_ms"], "server_cores": s["server_cores"],
+                        "server_p99_ms": s["p99_ms"], "server_cores": s["server_cores"], "http_cores": s["http_cores"],
                         "client_cores": s["client_cores"], "other_cores": max(c["other_cores"], s["other_cores"])})
             log(f"pair {i} {label} c={conc}: ceiling x{c['instances']} batch {c['batch']} {c['images_per_s']:.1f} img/s "
                 f"p50 {c['p50_ms']:.2f} ms; server {s['images_per_s']:.1f} img/s p50 {s['p50_ms']:.2f} ms; ratio {ratio:.3f}")

@@ -165,11 +165,28 @@ class CpuSnapshot:
     wall: float
     system_busy: float
     server: float
+    server_http: float
     client: float
 
 
 def cpu_snapshot(server_pid: int, client_pid: int) -> CpuSnapshot:
-    return CpuSnapshot(time.perf_counter(), _busy(), _process_cpu(server_pid), _process_cpu(client_pid))
+    return CpuSnapshot(time.perf_counter(), _busy(), _process_cpu(server_pid), _threads_cpu(server_pid, "actix"),
+                       _process_cpu(client_pid))
+
+
+def _threads_cpu(pid: int, prefix: str) -> float:
+    """CPU seconds of the threads whose name starts with `prefix`: "actix" names the HTTP side (the accept loop
+    and the workers that read bodies, parse and answer); every other thread of the server runs inference."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            stat = (task / "stat").read_text()
+        except OSError:
+            continue
+        name, fields = stat[stat.index("(") + 1:stat.rindex(")")], stat[stat.rindex(")") + 2:].split()
+        if name.startswith(prefix):
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _process_cpu(pid: int) -> float:
@@ -181,12 +198,13 @@ def _process_cpu(pid: int) -> float:
 
 
 def cpu_split(a: CpuSnapshot, b: CpuSnapshot) -> dict[str, float]:
-    """Cores used by the server, the client and everything else between two snapshots."""
+    """Cores used by the server (and its HTTP threads alone), the client and everything else between two snapshots."""
     wall = max(b.wall - a.wall, 1e-9)
     server = (b.server - a.server) / wall
     client = (b.client - a.client) / wall
     busy = (b.system_busy - a.system_busy) / wall
-    return {"server_cores": server, "client_cores": client, "other_cores": max(busy - server - client, 0.0)}
+    return {"server_cores": server, "http_cores": (b.server_http - a.server_http) / wall, "client_cores": client,
+            "other_cores": max(busy - server - client, 0.0)}
 
 
 def machine_load() -> dict:

@@ -63,6 +63,8 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
                 "mean_batch": best["mean_batch"],
                 "ratio_to_ceiling": best["images_per_s"] / ceil_best["images_per_s"] if ceil_best else None,
                 "server_cores": best["server_cores"],
+                "http_cores": best["http_cores"],
+                "http_cpu_ms_per_req": best["http_cpu_ms_per_req"],
                 "client_cores": best["client_cores"],
                 "other_cores": best["other_cores"],
             }
@@ -86,6 +88,7 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
             "server_p50_ms_median": statistics.median(p["server_p50_ms"] for p in sel),
             "server_p99_ms_median": statistics.median(p["server_p99_ms"] for p in sel),
             "client_cores_mean": sum(p["client_cores"] for p in sel) / len(sel),
+            "http_cores_mean": sum(p["http_cores"] for p in sel) / len(sel),
         }
     on = _find(rows, config="batching_on")
     out["rss_mb"] = {
@@ -138,7 +141,9 @@ def markdown(ceiling: list[dict], rows: list[dict], d: dict, meta: dict) -> str:
               f"end run vs start run: {', '.join(f'batch {b} {v:+.0%}' for b, v in d['ceiling_drift'].items())}"]
     for k, v in d["saturation"].items():
         lines.append(f"- Saturation {k}: {_fmt(v['images_per_s'])} images/s at concurrency {v['at_concurrency']} "
-                     f"(mean batch {_fmt(v['mean_batch'])}), server/ceiling = {_fmt(v['ratio_to_ceiling'], 2)}")
+                     f"(mean batch {_fmt(v['mean_batch'])}), server/ceiling = {_fmt(v['ratio_to_ceiling'], 2)}; "
+                     f"HTTP threads {v['http_cores']:.3f} cores ({_fmt(v['http_cpu_ms_per_req'], 3)} ms CPU per request), "
+                     f"client {v['client_cores']:.3f} cores")
     for k, v in d["paired"].items():
         if v["concurrency"] == 1:
             lines.append(f"- Paired at concurrency 1 {k} (against the ceiling's {v['ceiling']}, measured back to back): "
@@ -147,7 +152,8 @@ def markdown(ceiling: list[dict], rows: list[dict], d: dict, meta: dict) -> str:
         else:
             lines.append(f"- Paired at saturation {k} (against the ceiling's {v['ceiling']}, measured back to back): "
                          f"server/ceiling median {_fmt(v['ratio_median'], 3)} ({', '.join(f'{x:.3f}' for x in v['ratios'])}); "
-                         f"the client used {_fmt(v['client_cores_mean'], 2)} cores")
+                         f"cores taken from ONNX Runtime by the server's HTTP threads {_fmt(v['http_cores_mean'], 3)} "
+                         f"and by the client {_fmt(v['client_cores_mean'], 3)}")
     for k, v in d["concurrency_1"].items():
         lines.append(f"- Concurrency 1 {k}: p50 {_fmt(v['p50_ms'], 2)} ms, p99 {_fmt(v['p99_ms'], 2)} ms, "
                      f"p50 minus ceiling batch-1 p50 = {_fmt(v.get('p50_minus_ceiling_batch1_ms'), 2)} ms; means: client "

@@ -62,5 +62,6 @@ def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup
         **{k: round(v, 3) for k, v in cpu.items()},
         "client_cpu_ms_per_req": cpu["client_cores"] * window * 1e3 / max(requests + result["errors"], 1),
         "server_cpu_ms_per_img": cpu["server_cores"] * window * 1e3 / max(requests * payload.images, 1),
+        "http_cpu_ms_per_req": cpu["http_cores"] * window * 1e3 / max(requests + result["errors"], 1),
         "error_samples": (result["failures"] + [f"HTTP {k}" for k in result["statuses"] if k != "200"])[:3],
     }

@@ -108,15 +108,19 @@ fn next_first(q: &mut Queue, shared: &Shared) -> Option<Job> {
     Some(job)
 }
 
-/// Collects requests after `first` until the row cap, a preferred size with nothing more waiting, or the end of the
-/// wait for company. A request that does not fit (too many rows, other shapes) is held to start the next batch.
+/// Collects requests after `first` until the row cap, the largest preferred size, a preferred size with nothing
+/// more waiting, or the end of the wait for company. As in Triton, a batch that has formed a preferred size is not
+/// carried past the largest one; a batch that never formed one grows to the row cap. A request that does not fit
+/// (too many rows, other shapes) is held to start the next batch.
 fn gather(first: Job, q: &mut Queue, shared: &Shared) -> Vec<Job> {
     let policy = &shared.policy;
+    let largest_preferred = policy.preferred.iter().copied().max();
     let mut rows = first.rows;
+    let mut formed_preferred = policy.preferred.contains(&rows);
     let mut batch = vec![first];
     if policy.enabled {
         let deadline = batch[0].enqueued + policy.max_queue_delay;
-        while rows < policy.max_batch_rows {
+        while rows < policy.max_batch_rows && Some(rows) != largest_preferred {
             let job = match q.rx.try_recv() {
                 Ok(job) => job,
                 Err(TryRecvError::Disconnected) => break,
@@ -131,11 +135,13 @@ fn gather(first: Job, q: &mut Queue, shared: &Shared) -> Vec<Job> {
                 }
             };
             shared.depth.fetch_sub(1, Ordering::Relaxed);
-            if rows + job.rows > policy.max_batch_rows || !compatible(&batch[0].inputs, &job.inputs) {
+            let past_preferred = formed_preferred && largest_preferred.is_some_and(|p| rows + job.rows > p);
+            if rows + job.rows > policy.max_batch_rows || past_preferred || !compatible(&batch[0].inputs, &job.inputs) {
                 q.held = Some(job);
                 break;
             }
             rows += job.rows;
+            formed_preferred |= policy.preferred.contains(&rows);
             batch.push(job);
         }
     }

@@ -105,6 +105,53 @@ async fn waits_for_company_then_closes_at_the_cap() {
     assert_eq!(*seen.lock().unwrap(), vec![2]);
 }
 
+/// Holds the only instance with one request, queues `rows` (one request each, in order), then releases every batch.
+async fn batches_after_busy(p: BatchPolicy, rows: &[usize]) -> Vec<usize> {
+    let (s, gate, seen) = start(p);
+    let busy = spawn_infer(&s, 1, 2, 1.0);
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let mut queued = Vec::new();
+    for (i, &r) in rows.iter().enumerate() {
+        queued.push(spawn_infer(&s, r, 2, 1.0));
+        until_depth(&s, i + 1).await;
+    }
+    for _ in 0..=rows.len() {
+        let _ = gate.send(());
+    }
+    assert!(busy.await.unwrap().is_ok());
+    for q in queued {
+        assert!(q.await.unwrap().is_ok());
+    }
+    let seen = seen.lock().unwrap().clone();
+    seen
+}
+
+#[tokio::test]
+async fn the_largest_preferred_size_caps_a_batch_when_more_wait() {
+    let mut p = policy(8, 64);
+    p.preferred = vec![2, 3];
+    assert_eq!(batches_after_busy(p, &[1; 7]).await, vec![1, 3, 3, 1]);
+}
+
+#[tokio::test]
+async fn a_preferred_size_with_nothing_waiting_closes_the_batch_at_once() {
+    let mut p = policy(8, 64);
+    p.preferred = vec![1, 2, 4];
+    p.max_queue_delay = Duration::from_secs(60);
+    // With a 60 s delay, the batches of 1 and 2 run only because those sizes are preferred.
+    assert_eq!(batches_after_busy(p, &[1, 1]).await, vec![1, 2]);
+}
+
+#[tokio::test]
+async fn a_batch_that_never_forms_a_preferred_size_grows_to_the_cap() {
+    let mut p = policy(8, 64);
+    p.preferred = vec![4];
+    // 3 + 3 skips 4, so no preferred size can be formed: the batch takes what fits under the cap (6), as Triton's does.
+    assert_eq!(batches_after_busy(p.clone(), &[3, 3, 3]).await, vec![1, 6, 3]);
+    // Once 4 is formed, a request that would carry the batch past it starts the next one.
+    assert_eq!(batches_after_busy(p, &[2, 2, 1]).await, vec![1, 4, 1]);
+}
+
 #[tokio::test]
 async fn queue_full_is_refused_at_once() {
     let (s, gate, _) = start(policy(1, 2));

@@ -175,6 +175,8 @@ BAD = [
     ("post", f"/v1/models/{MODEL}:predict?top_k=0", {"data": b"x", "headers": {"Content-Type": "image/png"}}, 400, "top_k"),
     ("post", f"/v1/models/{MODEL}:predict", {"json": {"instances": [{"b64": "%%%"}]}}, 400, "base64"),
     ("post", f"/v1/models/{MODEL}:predict", {"json": {"nope": 1}}, 400, "instances"),
+    ("post", f"/v1/models/{MODEL}:predict", {"data": b'{"note": "\xff", "instances": []}', "headers": {"Content-Type": "application/json"}}, 400, "not valid UTF-8 (at byte 10)"),
+    ("post", f"/v2/models/{MODEL}/infer", {"data": b'{"note": "\xff", "inputs": []}'}, 400, "not valid UTF-8 (at byte 10)"),
     ("post", f"/v2/models/{MODEL}/infer", {"data": b"{not json"}, 400, "request JSON is invalid"),
     ("post", f"/v2/models/{MODEL}/infer", {"json": {"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [1]}]}}, 400, "unexpected input 'x'"),
     ("post", f"/v2/models/{MODEL}/infer", {"json": {"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "INT8", "data": [1]}]}}, 400, "datatype INT8 does not match"),

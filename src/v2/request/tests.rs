@@ -130,6 +130,9 @@ fn non_finite_tokens_and_bad_utf8() {
     ] {
         assert!(parse(bad, None, &sig(), 4).is_err(), "{}", String::from_utf8_lossy(bad));
     }
+    // Invalid UTF-8 is refused wherever it is, also inside a field the server does not read.
+    let hidden = b"{\"comment\": \"\xff\", \"inputs\": [{\"name\": \"a\", \"shape\": [1, 2], \"datatype\": \"FP32\", \"data\": [1, 2]}]}";
+    assert!(parse(hidden, None, &sig(), 4).unwrap_err().0.contains("not valid UTF-8 (at byte 13)"));
 
     let mut tail = Vec::new();
     tail.extend_from_slice(bytemuck::cast_slice(&[1.0f32, 2.0]));

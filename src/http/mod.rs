@@ -58,7 +58,11 @@ pub fn extractor_errors(cfg: &mut web::ServiceConfig) {
 /// Every route of the server. Paths follow Triton's (`/v2/...`) plus the image endpoint under `/v1`.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     extractor_errors(cfg);
-    cfg.service(resource("/v2/health/live", "GET").route(web::get().to(health::live)))
+    // Inference first: routes are tried in order, and every pattern with a parameter is a regular expression.
+    cfg.service(resource("/v2/models/{model}/infer", "POST").wrap(Compress::default()).route(web::post().to(infer::infer)))
+        .service(resource("/v2/models/{model}/versions/{version}/infer", "POST").wrap(Compress::default()).route(web::post().to(infer::infer)))
+        .service(resource("/v1/models/{target}", "POST").route(web::post().to(predict::predict)))
+        .service(resource("/v2/health/live", "GET").route(web::get().to(health::live)))
         .service(resource("/v2/health/ready", "GET").route(web::get().to(health::ready)))
         .service(resource("/v2", "GET").route(web::get().to(metadata::server)))
         .service(resource("/v2/models/stats", "GET").route(web::get().to(stats::all)))
@@ -70,12 +74,9 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v2/models/{model}/versions/{version}/config", "GET").route(web::get().to(metadata::config)))
         .service(resource("/v2/models/{model}/stats", "GET").route(web::get().to(stats::model)))
         .service(resource("/v2/models/{model}/versions/{version}/stats", "GET").route(web::get().to(stats::model)))
-        .service(resource("/v2/models/{model}/infer", "POST").wrap(Compress::default()).route(web::post().to(infer::infer)))
-        .service(resource("/v2/models/{model}/versions/{version}/infer", "POST").wrap(Compress::default()).route(web::post().to(infer::infer)))
         .service(resource("/v2/repository/index", "POST").route(web::post().to(repository::index)))
         .service(resource("/v2/repository/models/{model}/load", "POST").route(web::post().to(repository::load)))
         .service(resource("/v2/repository/models/{model}/unload", "POST").route(web::post().to(repository::unload)))
-        .service(resource("/v1/models/{target}", "POST").route(web::post().to(predict::predict)))
         .service(resource("/metrics", "GET").route(web::get().to(stats::prometheus)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::spec)))
         .service(resource("/docs", "GET").route(web::get().to(openapi::docs)))

@@ -77,7 +77,12 @@ fn typed<T: Element>(datatype: DataType, text: &str, expected: usize) -> Result<
 }
 
 /// The reading loop behind both readers: `parse` returns the element and whether it was a special value.
-fn convert<T>(
+///
+/// A number is first read straight from the text where it starts ([`Element::parse_prefix`]); only when that does
+/// not end exactly at the number's end is the leaf delimited and read again by `parse`, which decides. Either way
+/// the element is the same, since both read the same characters with the same function; the fast path only saves
+/// scanning each number twice.
+fn convert<T: Element>(
     datatype: DataType,
     text: &str,
     expected: usize,
@@ -86,8 +91,18 @@ fn convert<T>(
     // Every element takes at least two characters ("1,"), so the reservation is bounded by the text as well.
     let mut out = Vec::with_capacity(expected.min(text.len() / 2 + 1));
     let (mut found, mut specials, mut refused) = (0, 0, None);
-    for leaf in Leaves::new(text) {
-        let leaf = leaf?;
+    let mut leaves = Leaves::new(text);
+    while let Some(start) = leaves.next_start() {
+        let start = start?;
+        if found < expected && refused.is_none() {
+            if let Some((v, end)) = T::parse_prefix(&text.as_bytes()[start..]).filter(|&(_, n)| leaves.ends_leaf(start + n)) {
+                out.push(v);
+                leaves.pos = start + end;
+                found += 1;
+                continue;
+            }
+        }
+        let leaf = leaves.leaf_from(start);
         if found < expected && refused.is_none() {
             match parse(leaf) {
                 Some((v, special)) => {
@@ -118,10 +133,9 @@ impl<'a> Leaves<'a> {
     }
 }
 
-impl<'a> Iterator for Leaves<'a> {
-    type Item = Result<&'a str, JsonDataError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
+impl<'a> Leaves<'a> {
+    /// Where the next leaf starts, past the brackets and separators before it.
+    fn next_start(&mut self) -> Option<Result<usize, JsonDataError>> {
         let b = self.text.as_bytes();
         while self.pos < b.len() {
             match b[self.pos] {
@@ -138,14 +152,29 @@ impl<'a> Iterator for Leaves<'a> {
                     self.pos += 1;
                 }
                 b',' | b' ' | b'\n' | b'\r' | b'\t' => self.pos += 1,
-                _ => {
-                    let start = self.pos;
-                    self.pos = leaf_end(b, start);
-                    return Some(Ok(&self.text[start..self.pos]));
-                }
+                _ => return Some(Ok(self.pos)),
             }
         }
         None
+    }
+
+    /// The leaf starting at `start`, delimited by its text; reading goes on after it.
+    fn leaf_from(&mut self, start: usize) -> &'a str {
+        self.pos = leaf_end(self.text.as_bytes(), start);
+        &self.text[start..self.pos]
+    }
+
+    /// Whether a leaf may end at `end`: the text ends there or a separator or closing bracket follows.
+    fn ends_leaf(&self, end: usize) -> bool {
+        self.text.as_bytes().get(end).is_none_or(|c| matches!(c, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+    }
+}
+
+impl<'a> Iterator for Leaves<'a> {
+    type Item = Result<&'a str, JsonDataError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        Some(self.next_start()?.map(|start| self.leaf_from(start)))
     }
 }
 
@@ -204,6 +233,12 @@ fn describe_leaf(leaf: &str) -> String {
 /// fit, floats must stay finite.
 trait Element: Sized {
     fn parse(leaf: &str) -> Option<Self>;
+
+    /// The element a number at the start of `text` makes, and how many bytes it took; `None` leaves the decision to
+    /// `parse` on the delimited leaf (which also words any refusal).
+    fn parse_prefix(_text: &[u8]) -> Option<(Self, usize)> {
+        None
+    }
 }
 
 impl Element for bool {
@@ -226,6 +261,10 @@ macro_rules! int_element {
                 }
                 lexical_core::parse::<$t>(leaf.as_bytes()).ok()
             }
+            fn parse_prefix(text: &[u8]) -> Option<(Self, usize)> {
+                // "-0" (and any negative zero) goes the slow way, to be refused there.
+                lexical_core::parse_partial::<$t>(text).ok().filter(|&(v, _)| v != 0 || text.first() != Some(&b'-'))
+            }
         }
     )*};
 }
@@ -241,6 +280,10 @@ macro_rules! float_element {
         impl Element for $t {
             fn parse(leaf: &str) -> Option<Self> {
                 lexical_core::parse::<f64>(leaf.as_bytes()).ok().map(Self::from_f64_unchecked).filter(|v| v.is_finite())
+            }
+            fn parse_prefix(text: &[u8]) -> Option<(Self, usize)> {
+                let (x, n) = lexical_core::parse_partial::<f64>(text).ok()?;
+                Some((Self::from_f64_unchecked(x), n)).filter(|(v, _)| v.is_finite())
             }
         }
         impl Float for $t {

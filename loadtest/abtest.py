@@ -7,7 +7,9 @@ Tuning a setting (preferred batch sizes, instances, threads, spinning) on a shar
 its speed drifts and switches state within seconds, so two sweeps minutes apart compare the machine, not the
 settings. Both servers stay up; the load alternates between them every `--seconds`, in ABBA order, and the
 medians of the per-pair ratios are the figures to read. Each side is the shipped config.toml with `--a`/`--b`
-changes applied (section.key=toml-value, repeatable); with no `--a`, A is the shipped configuration.
+changes applied (section.key=toml-value, repeatable); with no `--a`, A is the shipped configuration. `--server-a`
+and `--server-b` run two builds instead (keep a copy of the release binary before rebuilding), to measure a change
+to the code the same way.
 """
 from __future__ import annotations
 
@@ -40,6 +42,8 @@ def main() -> int:
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds of each half (after 0.5 s of warm-up)")
     ap.add_argument("--image", type=Path, default=None, help="PNG to send (default scikit-image's chelsea.png)")
+    ap.add_argument("--server-a", type=Path, default=proc.SERVER_BIN, help="server binary of side A (default: this build)")
+    ap.add_argument("--server-b", type=Path, default=proc.SERVER_BIN, help="server binary of side B (default: this build)")
     args = ap.parse_args()
 
     png = args.image or (Path(__import__("skimage").__file__).parent / "data" / "chelsea.png")
@@ -53,7 +57,7 @@ def main() -> int:
     servers = {}
     try:
         for side, repo in repos.items():
-            servers[side] = proc.start_server(repo)
+            servers[side] = proc.start_server(repo, binary=args.server_a if side == "A" else args.server_b)
             client.check(servers[side].port, payload)
         pairs = []
         for i in range(args.pairs):
@@ -67,6 +71,7 @@ def main() -> int:
                   f"B/A {pairs[-1]['throughput_b_over_a']:.3f}", flush=True)
         summary = {
             "a": {f"{s}.{k}": v for (s, k), v in args.a}, "b": {f"{s}.{k}": v for (s, k), v in args.b},
+            "server_a": str(args.server_a), "server_b": str(args.server_b),
             "protocol": args.protocol, "concurrency": args.concurrency,
             "throughput_b_over_a_median": statistics.median(p["throughput_b_over_a"] for p in pairs),
             "p50_b_minus_a_ms_median": statistics.median(p["p50_b_minus_a_ms"] for p in pairs),

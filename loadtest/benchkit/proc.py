@@ -118,12 +118,13 @@ class Server:
         self.log.unlink(missing_ok=True)
 
 
-def start_server(repo: Path, extra: list[str] | None = None, timeout: float = 120.0) -> Server:
-    """Starts the server and returns once /v2/health/ready answers 200; `ready_s` is counted from the spawn."""
+def start_server(repo: Path, extra: list[str] | None = None, timeout: float = 120.0, binary: Path = SERVER_BIN) -> Server:
+    """Starts the server (`binary`, by default this checkout's release build) and returns once /v2/health/ready
+    answers 200; `ready_s` is counted from the spawn."""
     port = free_port()
     log = Path(tempfile.gettempdir()) / f"oxinfer-bench-{port}.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith("OXINFER_")}
-    cmd = [str(SERVER_BIN), "--host", "127.0.0.1", "--port", str(port), "--ort-library", str(ort_library()),
+    cmd = [str(binary), "--host", "127.0.0.1", "--port", str(port), "--ort-library", str(ort_library()),
            "--model-repository", str(repo), "--log-level", "warn", *(extra or [])]
     with open(log, "w") as out:
         t0 = time.perf_counter()

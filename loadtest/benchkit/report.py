@@ -77,11 +77,14 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
                         entry["p50_minus_ceiling_batch1_ms"] = r["p50_ms"] - ceil_b1["p50_ms"]
                     out[bucket][key] = entry
     out["paired"] = {}
-    for cfg, conc in sorted({(p["config"], p["concurrency"]) for p in meta.get("paired", [])}):
-        sel = [p for p in meta["paired"] if p["config"] == cfg and p["concurrency"] == conc]
-        out["paired"][f"{cfg}/{sel[0]['protocol']}/c{conc}"] = {
+    for cfg, kind, conc in sorted({(p["config"], p["kind"], p["concurrency"]) for p in meta.get("paired", [])}):
+        sel = [p for p in meta["paired"] if (p["config"], p["kind"], p["concurrency"]) == (cfg, kind, conc)]
+        out["paired"][f"{cfg}/{sel[0]['protocol']}/{kind}/c{conc}"] = {
             "concurrency": conc,
-            "ceiling": f"{sel[0]['ceiling_instances']} instance(s), batch {sel[0]['ceiling_batch']}",
+            "kind": kind,
+            "ceiling": (f"{sel[0]['ceiling_instances']} instance(s), batch 1" if kind == "latency"
+                        else f"{sel[0]['ceiling_instances']} instance(s) at its best batch in each pair "
+                             f"({', '.join(str(p['ceiling_batch']) for p in sel)})"),
             "ratio_median": statistics.median(p["ratio"] for p in sel),
             "ratios": [round(p["ratio"], 3) for p in sel],
             "p50_minus_ceiling_p50_ms_median": statistics.median(p["server_p50_ms"] - p["ceiling_p50_ms"] for p in sel),
@@ -145,7 +148,7 @@ def markdown(ceiling: list[dict], rows: list[dict], d: dict, meta: dict) -> str:
                      f"HTTP threads {v['http_cores']:.3f} cores ({_fmt(v['http_cpu_ms_per_req'], 3)} ms CPU per request), "
                      f"client {v['client_cores']:.3f} cores")
     for k, v in d["paired"].items():
-        if v["concurrency"] == 1:
+        if v["kind"] == "latency":
             lines.append(f"- Paired at concurrency 1 {k} (against the ceiling's {v['ceiling']}, measured back to back): "
                          f"server p50 minus ceiling p50, median {_fmt(v['p50_minus_ceiling_p50_ms_median'], 2)} ms; "
                          f"server p50 {_fmt(v['server_p50_ms_median'], 2)} ms, p99 {_fmt(v['server_p99_ms_median'], 2)} ms")

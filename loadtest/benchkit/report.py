@@ -82,9 +82,8 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
         out["paired"][f"{cfg}/{sel[0]['protocol']}/{kind}/c{conc}"] = {
             "concurrency": conc,
             "kind": kind,
-            "ceiling": (f"{sel[0]['ceiling_instances']} instance(s), batch 1" if kind == "latency"
-                        else f"{sel[0]['ceiling_instances']} instance(s) at its best batch in each pair "
-                             f"({', '.join(str(p['ceiling_batch']) for p in sel)})"),
+            "ceiling": (f"{sel[0]['ceiling_instances']} instance(s), batch {sel[0]['ceiling_batch']}"
+                        + ("" if kind == "latency" else ", the server's mean batch at this point")),
             "ratio_median": statistics.median(p["ratio"] for p in sel),
             "ratios": [round(p["ratio"], 3) for p in sel],
             "p50_minus_ceiling_p50_ms_median": statistics.median(p["server_p50_ms"] - p["ceiling_p50_ms"] for p in sel),

@@ -49,7 +49,8 @@ def run(script: Path, server, model: str, fmt: str, out: Path, stability: int = 
     assert "Server:" in done.stdout and "Inference count" in done.stdout, done.stdout[-3000:]
     assert "Successful request count" in done.stdout
     rows = list(csv.DictReader(csv_path.open()))
-    assert [int(r["Concurrency"]) for r in rows] == [1, 2]
+    # perf_analyzer orders its CSV by throughput, not by concurrency: on a loaded machine 2 can come first.
+    assert sorted(int(r["Concurrency"]) for r in rows) == [1, 2]
     for r in rows:
         assert float(r["Inferences/Second"]) > 0 and int(r["p99 latency"]) > 0
         assert int(r["Server Compute Infer"]) > 0  # the statistics' compute split reached the client

@@ -157,10 +157,7 @@ async fn read_images(req: &HttpRequest, payload: web::Payload, state: &AppState)
         read_multipart(req, payload, state, max_images).await?
     } else if content_type.starts_with("application/json") {
         let bytes = body::read(req, payload, &state.body_limits).await?;
-        // Checked whole, because serde skips the fields it does not know without looking inside them.
-        let text = std::str::from_utf8(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("request JSON is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
-        let parsed: Instances = serde_json::from_str(text)
+        let parsed: Instances = serde_json::from_str(crate::v2::json_text(&bytes)?)
             .map_err(|e| ApiError::BadRequest(format!("expected {{\"instances\": [{{\"b64\": \"...\"}}]}}: {e}")))?;
         if parsed.instances.len() > max_images {
             return Err(too_many(parsed.instances.len()));

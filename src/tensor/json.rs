@@ -94,7 +94,8 @@ fn convert<T: Element>(
     let mut leaves = Leaves::new(text);
     while let Some(start) = leaves.next_start() {
         let start = start?;
-        if found < expected && refused.is_none() {
+        let wanted = found < expected && refused.is_none();
+        if wanted {
             if let Some((v, end)) = T::parse_prefix(&text.as_bytes()[start..]).filter(|&(_, n)| leaves.ends_leaf(start + n)) {
                 out.push(v);
                 leaves.pos = start + end;
@@ -103,7 +104,7 @@ fn convert<T: Element>(
             }
         }
         let leaf = leaves.leaf_from(start);
-        if found < expected && refused.is_none() {
+        if wanted {
             match parse(leaf) {
                 Some((v, special)) => {
                     out.push(v);
@@ -120,7 +121,7 @@ fn convert<T: Element>(
     refused.map_or(Ok((out, specials)), Err)
 }
 
-/// The leaves of a (possibly nested) JSON array in order, as text: numbers, literals, strings and objects.
+/// A reader over the leaves of a (possibly nested) JSON array, in order: numbers, literals, strings and objects.
 struct Leaves<'a> {
     text: &'a str,
     pos: usize,
@@ -131,9 +132,7 @@ impl<'a> Leaves<'a> {
     fn new(text: &'a str) -> Self {
         Self { text, pos: 0, depth: 0 }
     }
-}
 
-impl<'a> Leaves<'a> {
     /// Where the next leaf starts, past the brackets and separators before it.
     fn next_start(&mut self) -> Option<Result<usize, JsonDataError>> {
         let b = self.text.as_bytes();
@@ -166,16 +165,13 @@ impl<'a> Leaves<'a> {
 
     /// Whether a leaf may end at `end`: the text ends there or a separator or closing bracket follows.
     fn ends_leaf(&self, end: usize) -> bool {
-        self.text.as_bytes().get(end).is_none_or(|c| matches!(c, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t'))
+        self.text.as_bytes().get(end).is_none_or(|&c| ends_bare_leaf(c))
     }
 }
 
-impl<'a> Iterator for Leaves<'a> {
-    type Item = Result<&'a str, JsonDataError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        Some(self.next_start()?.map(|start| self.leaf_from(start)))
-    }
+/// The characters that end a number or literal: a separator or a closing bracket.
+fn ends_bare_leaf(c: u8) -> bool {
+    matches!(c, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t')
 }
 
 /// Where the leaf starting at `start` ends: after its closing quote or brace, or at the next separator.
@@ -213,7 +209,7 @@ fn leaf_end(b: &[u8], start: usize) -> usize {
             }
             b.len()
         }
-        _ => start + b[start..].iter().position(|c| matches!(c, b',' | b']' | b' ' | b'\n' | b'\r' | b'\t')).unwrap_or(b.len() - start),
+        _ => start + b[start..].iter().position(|&c| ends_bare_leaf(c)).unwrap_or(b.len() - start),
     }
 }
 

@@ -18,5 +18,11 @@ impl ProtocolError {
     }
 }
 
+/// A JSON body as text. Checked whole, because serde skips the fields it does not know without looking inside them,
+/// so invalid UTF-8 there would otherwise pass.
+pub fn json_text(body: &[u8]) -> Result<&str, ProtocolError> {
+    std::str::from_utf8(body).map_err(|e| ProtocolError::new(format!("request JSON is not valid UTF-8 (at byte {})", e.valid_up_to())))
+}
+
 /// The header that splits a body into its JSON part and the binary tensors after it.
 pub const HEADER_LENGTH: &str = "inference-header-content-length";

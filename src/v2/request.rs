@@ -75,9 +75,7 @@ pub fn parse(body: &[u8], json_len: Option<usize>, sig: &Signature, max_batch: u
 
 fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
     let fixed: Vec<u8>;
-    // Checked whole, because serde skips the fields it does not know without looking inside them.
-    let text = std::str::from_utf8(json_part)
-        .map_err(|e| ProtocolError::new(format!("request JSON is not valid UTF-8 (at byte {})", e.valid_up_to())))?;
+    let text = super::json_text(json_part)?;
     // `tokens`: how many bare NaN/Infinity tokens the body held; each must turn out to be an element of float data.
     let (header, tokens): (Header, usize) = match serde_json::from_str(text) {
         Ok(h) => (h, 0),

@@ -46,12 +46,8 @@ def main() -> int:
     ap.add_argument("--server-b", type=Path, default=proc.SERVER_BIN, help="server binary of side B (default: this build)")
     args = ap.parse_args()
 
-    png = args.image or (Path(__import__("skimage").__file__).parent / "data" / "chelsea.png")
-    payload = {
-        "v2_binary": lambda: client.v2_binary(proc.preprocessed_tensor(png), [1, 3, 224, 224]),
-        "v2_json": lambda: client.v2_json(proc.preprocessed_tensor(png), [1, 3, 224, 224]),
-        "image": lambda: client.image(png.read_bytes()),
-    }[args.protocol]()
+    png = args.image or client.default_image()
+    payload = client.payloads(png.read_bytes(), proc.preprocessed_tensor(png))[args.protocol]
 
     repos = {side: proc.variant_repo(dict(changes)) for side, changes in (("A", args.a), ("B", args.b))}
     servers = {}

@@ -89,10 +89,10 @@ def sweep_config(label: str, repo: Path, payloads: dict[str, client.Payload], pr
     return rows, info
 
 
-def pairs(label: str, repo: Path, payload: client.Payload, conc: int, ceiling_of: dict,
+def pairs(label: str, kind: str, repo: Path, payload: client.Payload, conc: int, ceiling_of: dict,
           args: argparse.Namespace, quiet: proc.Quiet) -> list[dict]:
     """`--pairs` times: the ceiling with `ceiling_of`'s layout and batch size and the server at concurrency `conc`,
-    back to back."""
+    back to back; `kind` ("saturation" or "latency") says which figure they make."""
     server = proc.start_server(repo)
     out = []
     try:
@@ -112,7 +112,7 @@ def pairs(label: str, repo: Path, payload: client.Payload, conc: int, ceiling_of
                 s, c = run_server(), run_ceiling()
             ratio = s["images_per_s"] / c["images_per_s"]
             out.append({"config": label, "protocol": payload.protocol, "concurrency": conc, "pair": i,
-                        "kind": "latency" if conc == 1 and ceiling_of["batch"] == 1 else "saturation",
+                        "kind": kind,
                         "ceiling_instances": c["instances"], "ceiling_batch": c["batch"],
                         "ceiling_images_per_s": c["images_per_s"], "server_images_per_s": s["images_per_s"],
                         "ratio": ratio, "ceiling_p50_ms": c["p50_ms"], "server_p50_ms": s["p50_ms"],
@@ -137,17 +137,12 @@ def main() -> int:
     load_before = proc.machine_load()
     log(f"machine before: load {load_before['loadavg']}, busy: {load_before['busy']}")
 
-    png = args.image or (Path(__import__("skimage").__file__).parent / "data" / "chelsea.png")
+    png = args.image or client.default_image()
     tensor = proc.preprocessed_tensor(png)
     # The ceiling computes on the very numbers the server receives.
     args.tensor_file = args.out / "input.f32"
     args.tensor_file.write_bytes(tensor)
-    shape = [1, 3, 224, 224]
-    payloads = {
-        "v2_json": client.v2_json(tensor, shape),
-        "v2_binary": client.v2_binary(tensor, shape),
-        "image": client.image(png.read_bytes()),
-    }
+    payloads = client.payloads(png.read_bytes(), tensor)
     log("bodies: " + ", ".join(f"{k} {len(p.body) / 1024:.0f} KiB" for k, p in payloads.items()))
 
     def run_ceiling(run: str, instances: int) -> list[dict]:
@@ -206,13 +201,13 @@ def main() -> int:
             layout = int(changes.get(("instance_group", "count"), shipped_instances))
             peak = max(sel, key=lambda r: r["images_per_s"])
             same_batch = {"batch": max(1, round(peak["mean_batch"])), "instances": layout}
-            plan = [(peak["concurrency"], same_batch)]
+            plan = [("saturation", peak["concurrency"], same_batch)]
             if label == "batching_on" and 1 in args.concurrency:
-                plan.append((1, batch1))
+                plan.append(("latency", 1, batch1))
             repo = proc.variant_repo(changes)
             try:
-                for conc, ceiling_of in plan:
-                    paired += pairs(label, repo, payloads["v2_binary"], conc, ceiling_of, args, quiet)
+                for kind, conc, ceiling_of in plan:
+                    paired += pairs(label, kind, repo, payloads["v2_binary"], conc, ceiling_of, args, quiet)
             finally:
                 proc.cleanup(repo)
 

@@ -57,6 +57,17 @@ def image(png: bytes) -> Payload:
     return Payload("image", f"/v1/models/{MODEL}:predict", png, {"Content-Type": "image/png"})
 
 
+def default_image() -> Path:
+    """scikit-image's chelsea.png, the photo every benchmark sends unless told otherwise."""
+    return Path(__import__("skimage").__file__).parent / "data" / "chelsea.png"
+
+
+def payloads(png: bytes, tensor: bytes) -> dict[str, Payload]:
+    """The three request forms, all making the model compute on `tensor` (what the image endpoint makes of `png`)."""
+    shape = [1, 3, 224, 224]
+    return {"v2_json": v2_json(tensor, shape), "v2_binary": v2_binary(tensor, shape), "image": image(png)}
+
+
 def connect(port: int) -> http.client.HTTPConnection:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
     conn.connect()

@@ -42,6 +42,10 @@ def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup
 
     batches = delta("oxinfer_batch_size_count")
     cpu = proc.cpu_split(cpu0, cpu1)
+
+    def ms_per_request(cores: float) -> float:
+        return cores * window * 1e3 / max(requests + result["errors"], 1)
+
     return {
         "protocol": payload.protocol,
         "concurrency": concurrency,
@@ -60,8 +64,8 @@ def point(server: proc.Server, payload: client.Payload, concurrency: int, warmup
         "compute_ms": mean_ms("oxinfer_compute_duration_seconds"),
         "rss_max_mb": rss_max / 2**20,
         **{k: round(v, 3) for k, v in cpu.items()},
-        "client_cpu_ms_per_req": cpu["client_cores"] * window * 1e3 / max(requests + result["errors"], 1),
+        "client_cpu_ms_per_req": ms_per_request(cpu["client_cores"]),
         "server_cpu_ms_per_img": cpu["server_cores"] * window * 1e3 / max(requests * payload.images, 1),
-        "http_cpu_ms_per_req": cpu["http_cores"] * window * 1e3 / max(requests + result["errors"], 1),
+        "http_cpu_ms_per_req": ms_per_request(cpu["http_cores"]),
         "error_samples": (result["failures"] + [f"HTTP {k}" for k in result["statuses"] if k != "200"])[:3],
     }

@@ -38,7 +38,7 @@ def main() -> int:
     ap.add_argument("--a", type=change, action="append", default=[], help="a change for side A (repeatable)")
     ap.add_argument("--b", type=change, action="append", default=[], help="a change for side B (repeatable)")
     ap.add_argument("--concurrency", type=int, default=16)
-    ap.add_argument("--protocol", choices=("v2_binary", "v2_json", "image"), default="v2_binary")
+    ap.add_argument("--protocol", choices=("v2_binary", "v2_json", "v2_shm", "image"), default="v2_binary")
     ap.add_argument("--pairs", type=int, default=8)
     ap.add_argument("--seconds", type=float, default=2.0, help="measured seconds of each half (after 0.5 s of warm-up)")
     ap.add_argument("--image", type=Path, default=None, help="PNG to send (default scikit-image's chelsea.png)")

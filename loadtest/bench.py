@@ -22,7 +22,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from benchkit import client, proc, report, sweep  # noqa: E402
 
-PROTOCOLS = ("v2_json", "v2_binary", "image")
+PROTOCOLS = ("v2_json", "v2_binary", "v2_shm", "image")
 
 
 def ints(text: str) -> list[int]:
@@ -44,9 +44,11 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--ceiling-seconds", type=float, default=4.0, help="seconds per ceiling batch size (default 4)")
     ap.add_argument("--concurrency", type=ints, default=[1, 2, 4, 8, 16, 32], help="default 1,2,4,8,16,32")
     ap.add_argument("--batches", type=ints, default=[1, 4, 8, 16, 32], help="ceiling batch sizes (default 1,4,8,16,32)")
-    ap.add_argument("--protocols", type=names, default=list(PROTOCOLS), help="full sweep (default all three)")
-    ap.add_argument("--variant-protocols", type=names, default=["v2_binary"],
-                    help="protocols for the batching-off and two-instance sweeps (default v2_binary)")
+    ap.add_argument("--protocols", type=names, default=list(PROTOCOLS), help="full sweep (default all four)")
+    ap.add_argument("--variant-protocols", type=names, default=["v2_binary", "v2_shm"],
+                    help="protocols for the batching-off and two-instance sweeps (default v2_binary,v2_shm)")
+    ap.add_argument("--pair-protocols", type=names, default=["v2_binary", "v2_shm"],
+                    help="protocols measured in ceiling/server pairs (default v2_binary,v2_shm)")
     ap.add_argument("--pairs", type=int, default=8,
                     help="ceiling/server pairs measured back to back at saturation and at concurrency 1, in alternating order (default 8)")
     ap.add_argument("--pair-seconds", type=float, default=2.0,
@@ -96,7 +98,9 @@ def pairs(label: str, kind: str, repo: Path, payload: client.Payload, conc: int,
     server = proc.start_server(repo)
     out = []
     try:
+        client.check(server.port, payload)
         time.sleep(1.0)
+
         def run_ceiling() -> dict:
             return quiet.measure(lambda: proc.ceiling(args.pair_seconds, [ceiling_of["batch"]], args.tensor_file,
                                                       instances=ceiling_of["instances"])[0])
@@ -190,24 +194,32 @@ def main() -> int:
         batch1 = {"batch": 1, "instances": 1}
         shipped_instances = tomllib.loads((proc.REPO / proc.MODEL / "config.toml").read_text())["instance_group"]["count"]
         for label, (changes, _) in variants.items():
-            sel = [r for r in rows if r["config"] == label and r["protocol"] == "v2_binary"]
-            if label == "batching_off" or not sel:
+            if label == "batching_off":
                 continue
-            # The ceiling as the issue of throughput defines it: the same thread layout ("the same thread settings")
-            # at the server's own batch size, the mean batch its saturation point ran. That ratio is what the server
-            # adds on top of ONNX Runtime; whether it picks good batch sizes is the sweep's ratio to the best ceiling.
-            # (Picking the ceiling's "best" batch here instead depends on the machine's state: on a virtual machine
-            # that switches between a fast and a slow state, it is a different size from one minute to the next.)
-            layout = int(changes.get(("instance_group", "count"), shipped_instances))
-            peak = max(sel, key=lambda r: r["images_per_s"])
-            same_batch = {"batch": max(1, round(peak["mean_batch"])), "instances": layout}
-            plan = [("saturation", peak["concurrency"], same_batch)]
-            if label == "batching_on" and 1 in args.concurrency:
-                plan.append(("latency", 1, batch1))
+            plan = []
+            for proto in args.pair_protocols:
+                sel = [r for r in rows if r["config"] == label and r["protocol"] == proto]
+                if not sel:
+                    continue
+                # The ceiling as the issue of throughput defines it: the same thread layout ("the same thread
+                # settings") at the server's own batch size, the mean batch its saturation point ran. That ratio is
+                # what the server adds on top of ONNX Runtime; whether it picks good batch sizes is the sweep's ratio
+                # to the best ceiling. (Picking the ceiling's "best" batch here instead depends on the machine's
+                # state: on a virtual machine that switches between a fast and a slow state, it is a different size
+                # from one minute to the next.)
+                layout = int(changes.get(("instance_group", "count"), shipped_instances))
+                peak = max(sel, key=lambda r: r["images_per_s"])
+                same_batch = {"batch": max(1, round(peak["mean_batch"])), "instances": layout}
+                plan.append(("saturation", proto, peak["concurrency"], same_batch))
+                # Latency at concurrency 1 is about the network path, so it is paired for the body-carrying form.
+                if label == "batching_on" and proto == "v2_binary" and 1 in args.concurrency:
+                    plan.append(("latency", proto, 1, batch1))
+            if not plan:
+                continue
             repo = proc.variant_repo(changes)
             try:
-                for kind, conc, ceiling_of in plan:
-                    paired += pairs(label, kind, repo, payloads["v2_binary"], conc, ceiling_of, args, quiet)
+                for kind, proto, conc, ceiling_of in plan:
+                    paired += pairs(label, kind, repo, payloads[proto], conc, ceiling_of, args, quiet)
             finally:
                 proc.cleanup(repo)
 

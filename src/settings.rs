@@ -57,6 +57,10 @@ pub struct Settings {
     pub body_timeout_secs: u64,
     /// Upper bound of the drain after SIGTERM.
     pub shutdown_timeout_secs: u64,
+    /// Triton's system shared memory extension: clients on the same host pass tensors through POSIX shared memory.
+    pub system_shared_memory: bool,
+    /// Most shared memory regions registered at once; more get 400.
+    pub max_shared_memory_regions: usize,
 }
 
 impl Default for Settings {
@@ -79,6 +83,8 @@ impl Default for Settings {
             max_inflight_images: 256,
             body_timeout_secs: 30,
             shutdown_timeout_secs: 30,
+            system_shared_memory: true,
+            max_shared_memory_regions: 64,
         }
     }
 }
@@ -164,6 +170,12 @@ pub struct ServeArgs {
     /// Upper bound in seconds of the drain after SIGTERM (default 30) [env: OXINFER_SHUTDOWN_TIMEOUT_SECS]
     #[arg(long)]
     pub shutdown_timeout_secs: Option<u64>,
+    /// Accept Triton's system shared memory extension: true or false (default true) [env: OXINFER_SYSTEM_SHARED_MEMORY]
+    #[arg(long)]
+    pub system_shared_memory: Option<bool>,
+    /// Most shared memory regions registered at once (default 64) [env: OXINFER_MAX_SHARED_MEMORY_REGIONS]
+    #[arg(long)]
+    pub max_shared_memory_regions: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +213,8 @@ impl Settings {
         take!(
             host, port, model_repository, model_control_mode, poll_interval_secs, poll_settle_ms, ort_library,
             log_format, log_level, http_workers, intra_op_threads, max_body_bytes, max_image_pixels,
-            max_images_per_request, max_inflight_images, body_timeout_secs, shutdown_timeout_secs
+            max_images_per_request, max_inflight_images, body_timeout_secs, shutdown_timeout_secs, system_shared_memory,
+            max_shared_memory_regions
         );
     }
 

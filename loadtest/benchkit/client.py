@@ -5,17 +5,23 @@ keep-alive connection, sending the same pre-built request back to back and readi
 interpreted one spent about 1 ms of CPU per request here, the native one a few tens of microseconds. Its CPU is
 measured anyway and reported next to every point.
 
+The shared-memory form (`v2_shm`) puts the tensor in a POSIX shared-memory object once and registers it with each
+server it is checked against; its requests are then a few hundred bytes of JSON naming the input and output regions,
+as perf_analyzer's `--shared-memory system` sends them.
+
 The single checked request uses http.client rather than requests: requests sends `Accept-Encoding: gzip`, which
 makes the server compress the response (a cost real V2 clients do not ask for).
 """
 from __future__ import annotations
 
+import atexit
 import http.client
 import json
 import socket
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from multiprocessing import shared_memory
 from pathlib import Path
 
 MODEL = "efficientnet_lite0"
@@ -24,11 +30,13 @@ LOADGEN_BIN = Path(__file__).resolve().parents[2] / "target" / "release" / "exam
 
 @dataclass
 class Payload:
-    protocol: str  # v2_json | v2_binary | image
+    protocol: str  # v2_json | v2_binary | v2_shm | image
     path: str
     body: bytes
     headers: dict[str, str]
     images: int = 1
+    # Shared-memory regions the requests name, registered with a server before use: name -> (object, byte size).
+    regions: dict[str, tuple[shared_memory.SharedMemory, int]] = field(default_factory=dict)
 
 
 def v2_json(tensor: bytes, shape: list[int]) -> Payload:
@@ -53,6 +61,43 @@ def v2_binary(tensor: bytes, shape: list[int]) -> Payload:
     )
 
 
+def v2_shm(tensor: bytes, shape: list[int]) -> Payload:
+    """Input and output in shared memory; the objects are removed when this process exits."""
+    sizes = {"bench_input": len(tensor), "bench_output": 1000 * 4 * shape[0]}
+    regions = {}
+    for name, size in sizes.items():
+        obj = shared_memory.SharedMemory(create=True, size=size)
+        atexit.register(obj.unlink)
+        atexit.register(obj.close)
+        regions[name] = (obj, size)
+    regions["bench_input"][0].buf[: len(tensor)] = tensor
+    doc = {
+        "inputs": [{"name": "input", "shape": shape, "datatype": "FP32",
+                    "parameters": {"shared_memory_region": "bench_input", "shared_memory_byte_size": sizes["bench_input"]}}],
+        "outputs": [{"name": "logits",
+                     "parameters": {"shared_memory_region": "bench_output", "shared_memory_byte_size": sizes["bench_output"]}}],
+    }
+    return Payload("v2_shm", f"/v2/models/{MODEL}/infer", json.dumps(doc).encode(), {"Content-Type": "application/json"},
+                   regions=regions)
+
+
+def register(port: int, p: Payload) -> None:
+    """Registers the payload's regions with a (freshly started) server, replacing any of the same name."""
+    conn = connect(port)
+    try:
+        for name, (obj, size) in p.regions.items():
+            for path, body in ((f"/v2/systemsharedmemory/region/{name}/unregister", b""),
+                               (f"/v2/systemsharedmemory/region/{name}/register",
+                                json.dumps({"key": "/" + obj.name.lstrip("/"), "offset": 0, "byte_size": size}).encode())):
+                conn.request("POST", path, body=body, headers={"Content-Type": "application/json"})
+                resp = conn.getresponse()
+                data = resp.read()
+                if resp.status != 200:
+                    raise RuntimeError(f"{path}: HTTP {resp.status}: {data[:300]!r}")
+    finally:
+        conn.close()
+
+
 def image(png: bytes) -> Payload:
     return Payload("image", f"/v1/models/{MODEL}:predict", png, {"Content-Type": "image/png"})
 
@@ -63,9 +108,10 @@ def default_image() -> Path:
 
 
 def payloads(png: bytes, tensor: bytes) -> dict[str, Payload]:
-    """The three request forms, all making the model compute on `tensor` (what the image endpoint makes of `png`)."""
+    """The four request forms, all making the model compute on `tensor` (what the image endpoint makes of `png`)."""
     shape = [1, 3, 224, 224]
-    return {"v2_json": v2_json(tensor, shape), "v2_binary": v2_binary(tensor, shape), "image": image(png)}
+    return {"v2_json": v2_json(tensor, shape), "v2_binary": v2_binary(tensor, shape), "v2_shm": v2_shm(tensor, shape),
+            "image": image(png)}
 
 
 def connect(port: int) -> http.client.HTTPConnection:
@@ -85,7 +131,9 @@ def request(conn: http.client.HTTPConnection, p: Payload) -> tuple[int, dict[str
 
 
 def check(port: int, p: Payload) -> str:
-    """One request, checked for a well-formed answer, so a sweep never measures fast errors."""
+    """One request, checked for a well-formed answer, so a sweep never measures fast errors. Registers the payload's
+    shared-memory regions first."""
+    register(port, p)
     conn = connect(port)
     try:
         status, headers, data = request(conn, p)
@@ -99,6 +147,14 @@ def check(port: int, p: Payload) -> str:
             raise RuntimeError(f"v2_binary: expected 4000 raw output bytes, got {len(data) - n}")
         return "logits: 4000 raw bytes"
     doc = json.loads(data)
+    if p.protocol == "v2_shm":
+        import numpy as np
+
+        out = doc["outputs"][0]
+        logits = np.frombuffer(bytes(p.regions["bench_output"][0].buf[:4000]), dtype="<f4")
+        if "data" in out or out["shape"] != [1, 1000] or not np.isfinite(logits).all():
+            raise RuntimeError(f"v2_shm: unexpected answer {out}")
+        return f"logits in shared memory, top-1 index {int(logits.argmax())}"
     if p.protocol == "v2_json":
         shape = doc["outputs"][0]["shape"]
         if shape != [1, 1000]:

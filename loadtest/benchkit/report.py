@@ -185,9 +185,9 @@ def plot(path: Path, ceiling: list[dict], rows: list[dict], d: dict) -> None:
 
     fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(13, 6.2))
     styles = {"batching_on": "-", "batching_off": "--", "instances_2": ":"}
-    colors = {"v2_json": "tab:orange", "v2_binary": "tab:blue", "image": "tab:green"}
+    colors = {"v2_json": "tab:orange", "v2_binary": "tab:blue", "v2_shm": "tab:purple", "image": "tab:green"}
     for cfg in ("batching_on", "batching_off", "instances_2"):
-        for proto in ("v2_json", "v2_binary", "image"):
+        for proto in colors:
             sel = sorted(_find(rows, config=cfg, protocol=proto), key=lambda r: r["concurrency"])
             if not sel:
                 continue

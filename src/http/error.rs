@@ -7,6 +7,7 @@ use actix_web::{HttpResponse, ResponseError};
 use crate::decode::DecodeError;
 use crate::repository::{ControlError, ResolveError};
 use crate::scheduler::SchedulerError;
+use crate::shm::ShmError;
 use crate::v2::ProtocolError;
 
 #[derive(Debug, thiserror::Error)]
@@ -90,6 +91,16 @@ impl From<SchedulerError> for ApiError {
 impl From<DecodeError> for ApiError {
     fn from(e: DecodeError) -> Self {
         Self::BadRequest(e.to_string())
+    }
+}
+
+impl From<ShmError> for ApiError {
+    fn from(e: ShmError) -> Self {
+        match e {
+            // A key that cannot name an object names none: 404 like a missing one, since no schema can tell them apart.
+            ShmError::NotFound(_) | ShmError::NoObject(_) | ShmError::BadKey(_) => Self::NotFound(e.to_string()),
+            _ => Self::BadRequest(e.to_string()),
+        }
     }
 }
 

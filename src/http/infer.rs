@@ -46,7 +46,8 @@ async fn run(req: &HttpRequest, payload: web::Payload, state: &AppState, mv: &Mo
     let arrival = mv.scheduler.arriving();
     let bytes = body::read(req, payload, &state.body_limits).await?;
     let max_batch = mv.config.max_batch_size;
-    let parsed = request::parse(&bytes, json_len, &mv.signature, max_batch)?;
+    let target = request::Target { sig: &mv.signature, max_batch, shm: &state.shm };
+    let parsed = request::parse(&bytes, json_len, &target)?;
     drop(bytes);
     let (outputs, _timings) = mv.scheduler.infer_announced(Some(arrival), parsed.inputs, parsed.rows).await?;
     let ctx = response::Context {
@@ -56,6 +57,7 @@ async fn run(req: &HttpRequest, payload: web::Payload, state: &AppState, mv: &Mo
         rows: parsed.rows,
         batched: max_batch > 0,
         labels: &mv.labels,
+        shm: &state.shm,
     };
     let encoded = response::encode(&ctx, outputs, &parsed.outputs)?;
     let mut res = HttpResponse::Ok();

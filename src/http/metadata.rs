@@ -13,11 +13,15 @@ use crate::repository::ModelVersion;
 pub const EXTENSIONS: &[&str] =
     &["binary_tensor_data", "classification", "model_configuration", "model_repository", "statistics", "parameters"];
 
-pub async fn server() -> HttpResponse {
+pub async fn server(state: web::Data<AppState>) -> HttpResponse {
+    let mut extensions = EXTENSIONS.to_vec();
+    if state.shm.enabled() {
+        extensions.push("system_shared_memory");
+    }
     HttpResponse::Ok().json(json!({
         "name": "oxinfer",
         "version": env!("CARGO_PKG_VERSION"),
-        "extensions": EXTENSIONS,
+        "extensions": extensions,
     }))
 }
 

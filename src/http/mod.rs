@@ -9,6 +9,7 @@ mod metadata;
 mod openapi;
 mod predict;
 mod repository;
+mod shm;
 mod stats;
 
 use std::sync::Arc;
@@ -30,6 +31,7 @@ pub struct AppState {
     pub body_limits: body::Limits,
     /// One permit per image being decoded or waiting for the model: bounds the memory predict requests can hold.
     pub image_permits: Arc<tokio::sync::Semaphore>,
+    pub shm: crate::shm::Regions,
 }
 
 impl AppState {
@@ -39,7 +41,8 @@ impl AppState {
             timeout: std::time::Duration::from_secs(settings.body_timeout_secs),
         };
         let image_permits = Arc::new(tokio::sync::Semaphore::new(settings.max_inflight_images));
-        Self { registry, settings, metrics, body_limits, image_permits }
+        let shm = crate::shm::Regions::new(settings.system_shared_memory, settings.max_shared_memory_regions);
+        Self { registry, settings, metrics, body_limits, image_permits, shm }
     }
 }
 
@@ -77,6 +80,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .service(resource("/v2/repository/index", "POST").route(web::post().to(repository::index)))
         .service(resource("/v2/repository/models/{model}/load", "POST").route(web::post().to(repository::load)))
         .service(resource("/v2/repository/models/{model}/unload", "POST").route(web::post().to(repository::unload)))
+        .service(resource("/v2/systemsharedmemory/status", "GET").route(web::get().to(shm::status)))
+        .service(resource("/v2/systemsharedmemory/region/{name}/status", "GET").route(web::get().to(shm::status)))
+        .service(resource("/v2/systemsharedmemory/region/{name}/register", "POST").route(web::post().to(shm::register)))
+        .service(resource("/v2/systemsharedmemory/unregister", "POST").route(web::post().to(shm::unregister)))
+        .service(resource("/v2/systemsharedmemory/region/{name}/unregister", "POST").route(web::post().to(shm::unregister)))
+        .service(resource("/v2/cudasharedmemory/status", "GET").route(web::get().to(shm::cuda_status)))
+        .service(resource("/v2/cudasharedmemory/region/{name}/status", "GET").route(web::get().to(shm::cuda_status)))
+        .service(resource("/v2/cudasharedmemory/region/{name}/register", "POST").route(web::post().to(shm::cuda_register)))
+        .service(resource("/v2/cudasharedmemory/unregister", "POST").route(web::post().to(shm::cuda_unregister)))
+        .service(resource("/v2/cudasharedmemory/region/{name}/unregister", "POST").route(web::post().to(shm::cuda_unregister)))
         .service(resource("/metrics", "GET").route(web::get().to(stats::prometheus)))
         .service(resource("/openapi.json", "GET").route(web::get().to(openapi::spec)))
         .service(resource("/docs", "GET").route(web::get().to(openapi::docs)))

@@ -222,6 +222,50 @@ fn repository_unload() {}
 #[allow(dead_code)]
 fn predict() {}
 
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ShmRegister {
+    /// The POSIX shared memory object, as given to `shm_open` (for example `/input0`); the client creates it.
+    pub key: String,
+    /// Where the region starts in the object, in bytes.
+    pub offset: Option<u64>,
+    pub byte_size: u64,
+}
+
+#[derive(Serialize, Deserialize, ToSchema)]
+pub struct ShmStatus {
+    pub name: String,
+    pub key: String,
+    pub offset: u64,
+    pub byte_size: u64,
+}
+
+#[utoipa::path(get, path = "/v2/systemsharedmemory/status", tag = "shared memory",
+    responses((status = 200, body = Vec<ShmStatus>), (status = 400, description = "Switched off", body = ErrorBody)))]
+#[allow(dead_code)]
+fn shm_status_all() {}
+
+#[utoipa::path(get, path = "/v2/systemsharedmemory/region/{name}/status", tag = "shared memory", params(("name" = String, Path)),
+    responses((status = 200, body = Vec<ShmStatus>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+#[allow(dead_code)]
+fn shm_status() {}
+
+#[utoipa::path(post, path = "/v2/systemsharedmemory/region/{name}/register", tag = "shared memory", params(("name" = String, Path)),
+    request_body(content = ShmRegister),
+    responses((status = 200, description = "Registered (empty body)"), (status = 400, body = ErrorBody),
+              (status = 404, description = "No shared memory object has that key", body = ErrorBody), (status = 413, body = ErrorBody)))]
+#[allow(dead_code)]
+fn shm_register() {}
+
+#[utoipa::path(post, path = "/v2/systemsharedmemory/unregister", tag = "shared memory",
+    responses((status = 200, description = "Every region unregistered (empty body)"), (status = 400, body = ErrorBody)))]
+#[allow(dead_code)]
+fn shm_unregister_all() {}
+
+#[utoipa::path(post, path = "/v2/systemsharedmemory/region/{name}/unregister", tag = "shared memory", params(("name" = String, Path)),
+    responses((status = 200, description = "Unregistered, or was not registered (empty body)"), (status = 400, body = ErrorBody)))]
+#[allow(dead_code)]
+fn shm_unregister() {}
+
 #[utoipa::path(get, path = "/metrics", tag = "observability", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
 #[allow(dead_code)]
 fn metrics() {}
@@ -231,7 +275,7 @@ fn metrics() {}
     info(title = "oxinfer", description = "ONNX inference server: KServe V2 / Open Inference Protocol with Triton's extensions, and an image endpoint."),
     paths(live, ready, server_metadata, model_metadata, version_metadata, model_ready, version_ready, model_config, version_config,
           infer, version_infer, all_stats, model_stats, version_stats, repository_index, repository_load, repository_unload,
-          predict, metrics),
+          predict, shm_status_all, shm_status, shm_register, shm_unregister_all, shm_unregister, metrics),
 )]
 pub struct ApiDoc;
 

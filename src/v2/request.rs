@@ -9,6 +9,7 @@ use serde_json::{Map, Value};
 use super::{nonfinite, ProtocolError};
 use crate::repository::config::TensorSpec;
 use crate::repository::loader::Signature;
+use crate::shm::Regions;
 use crate::tensor::{binary, element_count, json, DataType, Tensor, TensorData};
 
 #[derive(Debug, Deserialize)]
@@ -49,6 +50,16 @@ pub struct OutputRequest {
     pub binary: bool,
     /// Top-N as "score:index:label" strings (classification extension).
     pub classification: Option<usize>,
+    /// Written into this shared memory range instead of the response body.
+    pub shm: Option<ShmRange>,
+}
+
+/// A range of a registered shared memory region, as a tensor's `shared_memory_*` parameters name it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ShmRange {
+    pub region: String,
+    pub offset: usize,
+    pub byte_size: usize,
 }
 
 #[derive(Debug)]
@@ -60,20 +71,30 @@ pub struct InferRequest {
     pub outputs: Vec<OutputRequest>,
 }
 
+/// What a request is parsed against: the serving version's signature and batch limit, and the shared memory
+/// regions its tensors may name.
+pub struct Target<'a> {
+    pub sig: &'a Signature,
+    pub max_batch: usize,
+    pub shm: &'a Regions,
+}
+
 /// Parses a body whose JSON part is `json_len` bytes (`None`: the whole body is JSON).
-pub fn parse(body: &[u8], json_len: Option<usize>, sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
+pub fn parse(body: &[u8], json_len: Option<usize>, target: &Target) -> Result<InferRequest, ProtocolError> {
+    let (sig, max_batch) = (target.sig, target.max_batch);
     match json_len {
         Some(0) => parse_raw(body, sig, max_batch),
         Some(n) if n > body.len() => Err(ProtocolError::new(format!(
             "Inference-Header-Content-Length is {n} but the body has only {} bytes",
             body.len()
         ))),
-        Some(n) => parse_with_binary(&body[..n], &body[n..], sig, max_batch),
-        None => parse_with_binary(body, &[], sig, max_batch),
+        Some(n) => parse_with_binary(&body[..n], &body[n..], target),
+        None => parse_with_binary(body, &[], target),
     }
 }
 
-fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
+fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], target: &Target) -> Result<InferRequest, ProtocolError> {
+    let (sig, max_batch) = (target.sig, target.max_batch);
     let fixed: Vec<u8>;
     let text = super::json_text(json_part)?;
     // `tokens`: how many bare NaN/Infinity tokens the body held; each must turn out to be an element of float data.
@@ -115,17 +136,29 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
         let count = element_count(&input.shape)
             .ok_or_else(|| ProtocolError::new(format!("input '{}': shape {:?} is too large", input.name, input.shape)))?;
         let binary_size = binary_data_size(input)?;
-        let data = match (binary_size, &input.data) {
-            (Some(_), Some(_)) => {
+        let shm = shm_range(input.parameters.as_ref(), || format!("input '{}'", input.name))?;
+        let data = match (shm, binary_size, &input.data) {
+            (Some(_), Some(_), _) | (Some(_), _, Some(_)) => {
+                return Err(ProtocolError::new(format!(
+                    "input '{}' has shared_memory_region together with data or binary_data_size",
+                    input.name
+                )))
+            }
+            (None, Some(_), Some(_)) => {
                 return Err(ProtocolError::new(format!("input '{}' has both data and binary_data_size", input.name)))
             }
-            (None, None) => return Err(ProtocolError::new(format!("input '{}' has neither data nor binary_data_size", input.name))),
-            (None, Some(raw)) => {
+            (None, None, None) => {
+                return Err(ProtocolError::new(format!(
+                    "input '{}' has none of data, binary_data_size and shared_memory_region",
+                    input.name
+                )))
+            }
+            (None, None, Some(raw)) => {
                 let (data, used) = json_data(input, datatype, raw, count, tokens > 0)?;
                 tokens_used += used;
                 data
             }
-            (Some(size), None) => {
+            (None, Some(size), None) => {
                 if size > binary_part.len() {
                     return Err(ProtocolError::new(format!(
                         "input '{}': binary_data_size {size} exceeds the {} bytes left in the body",
@@ -135,11 +168,12 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
                 }
                 let (bytes, rest) = binary_part.split_at(size);
                 binary_part = rest;
-                let data = binary::decode(datatype, bytes, count)
-                    .map_err(|e| ProtocolError::new(format!("input '{}': binary data {e}", input.name)))?;
-                check_utf8(&input.name, &data)?;
-                data
+                raw_data(&input.name, "binary data", datatype, bytes, count)?
             }
+            (Some(r), None, None) => target
+                .shm
+                .read(&r.region, r.offset, r.byte_size, |bytes| raw_data(&input.name, "shared memory data", datatype, bytes, count))
+                .map_err(|e| ProtocolError::new(format!("input '{}': {e}", input.name)))??,
         };
         inputs.push(Tensor { name: input.name.clone(), shape: input.shape.clone(), data });
     }
@@ -159,6 +193,13 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], sig: &Signature, 
     }
     let outputs = output_requests(&header, sig)?;
     Ok(InferRequest { id: header.id.filter(|s| !s.is_empty()), inputs, rows: rows.unwrap_or(1), outputs })
+}
+
+/// Decodes raw little-endian bytes (from the body or from shared memory) as an input's data.
+fn raw_data(name: &str, source: &str, datatype: DataType, bytes: &[u8], count: usize) -> Result<TensorData, ProtocolError> {
+    let data = binary::decode(datatype, bytes, count).map_err(|e| ProtocolError::new(format!("input '{name}': {source} {e}")))?;
+    check_utf8(name, &data)?;
+    Ok(data)
 }
 
 /// Reads an input's JSON `data`, with the number of NaN/Infinity markers it held; `tokens`: the body held such
@@ -196,7 +237,7 @@ fn parse_raw(body: &[u8], sig: &Signature, max_batch: usize) -> Result<InferRequ
         shape.insert(0, rows as i64);
     }
     let data = binary::decode(spec.datatype, body, rows * row_elems).map_err(|e| ProtocolError::new(e.to_string()))?;
-    let outputs = sig.outputs.iter().map(|o| OutputRequest { name: o.name.clone(), binary: true, classification: None }).collect();
+    let outputs = sig.outputs.iter().map(|o| OutputRequest { name: o.name.clone(), binary: true, classification: None, shm: None }).collect();
     Ok(InferRequest { id: None, inputs: vec![Tensor { name: spec.name.clone(), shape, data }], rows, outputs })
 }
 
@@ -245,6 +286,31 @@ fn binary_data_size(input: &InputHeader) -> Result<Option<usize>, ProtocolError>
     }
 }
 
+/// A tensor's `shared_memory_region`, `shared_memory_byte_size` and `shared_memory_offset` parameters, if it has
+/// the first; the size is then required, as in Triton.
+fn shm_range(params: Option<&Map<String, Value>>, what: impl Fn() -> String) -> Result<Option<ShmRange>, ProtocolError> {
+    let Some(params) = params else { return Ok(None) };
+    let Some(region) = params.get("shared_memory_region") else { return Ok(None) };
+    let region = region
+        .as_str()
+        .ok_or_else(|| ProtocolError::new(format!("{}: shared_memory_region must be a string", what())))?;
+    let size = |key: &str, required: bool| -> Result<usize, ProtocolError> {
+        match params.get(key) {
+            None if !required => Ok(0),
+            None => Err(ProtocolError::new(format!("{}: shared_memory_region needs {key}", what()))),
+            Some(v) => v
+                .as_u64()
+                .and_then(|n| usize::try_from(n).ok())
+                .ok_or_else(|| ProtocolError::new(format!("{}: {key} must be a non-negative integer", what()))),
+        }
+    };
+    Ok(Some(ShmRange {
+        region: region.to_string(),
+        byte_size: size("shared_memory_byte_size", true)?,
+        offset: size("shared_memory_offset", false)?,
+    }))
+}
+
 fn output_requests(header: &Header, sig: &Signature) -> Result<Vec<OutputRequest>, ProtocolError> {
     let default_binary = match header.parameters.as_ref().and_then(|p| p.get("binary_data_output")) {
         None => false,
@@ -253,7 +319,7 @@ fn output_requests(header: &Header, sig: &Signature) -> Result<Vec<OutputRequest
     };
     // No outputs, or an empty list, asks for all of them.
     let Some(requested) = header.outputs.as_ref().filter(|o| !o.is_empty()) else {
-        return Ok(sig.outputs.iter().map(|o| OutputRequest { name: o.name.clone(), binary: default_binary, classification: None }).collect());
+        return Ok(sig.outputs.iter().map(|o| OutputRequest { name: o.name.clone(), binary: default_binary, classification: None, shm: None }).collect());
     };
     requested
         .iter()
@@ -273,7 +339,8 @@ fn output_requests(header: &Header, sig: &Signature) -> Result<Vec<OutputRequest
                     ProtocolError::new(format!("output '{}': classification must be a positive integer", o.name))
                 })?),
             };
-            Ok(OutputRequest { name: o.name.clone(), binary, classification })
+            let shm = shm_range(params, || format!("output '{}'", o.name))?;
+            Ok(OutputRequest { name: o.name.clone(), binary, classification, shm })
         })
         .collect()
 }

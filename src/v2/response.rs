@@ -8,6 +8,7 @@ use super::classify::classification_tensor;
 use super::nonfinite::{TokenData, TritonFormatter};
 use super::request::OutputRequest;
 use super::ProtocolError;
+use crate::shm::Regions;
 use crate::tensor::binary::{encode_into, encoded_len};
 use crate::tensor::Tensor;
 
@@ -44,11 +45,23 @@ pub struct Context<'a> {
     pub rows: usize,
     pub batched: bool,
     pub labels: &'a [String],
+    /// Where outputs asked for in shared memory are written.
+    pub shm: &'a Regions,
+}
+
+/// How one chosen output travels back.
+#[derive(Clone, Copy, PartialEq)]
+enum Form {
+    Json,
+    Binary,
+    /// Already written to shared memory. Its header has neither data nor parameters, as Triton's: the C++ client
+    /// reads any `parameters` of an output as binary data in the body.
+    Shm,
 }
 
 /// Picks, transforms (classification) and encodes the requested outputs.
 pub fn encode(ctx: &Context<'_>, outputs: Vec<Tensor>, requested: &[OutputRequest]) -> Result<Encoded, ProtocolError> {
-    let mut chosen: Vec<(Tensor, bool)> = Vec::with_capacity(requested.len());
+    let mut chosen: Vec<(Tensor, Form)> = Vec::with_capacity(requested.len());
     for req in requested {
         let t = outputs
             .iter()
@@ -59,7 +72,19 @@ pub fn encode(ctx: &Context<'_>, outputs: Vec<Tensor>, requested: &[OutputReques
                 .ok_or_else(|| ProtocolError::new(format!("output '{}' holds BYTES and cannot be classified", req.name)))?,
             None => t.clone(),
         };
-        chosen.push((t, req.binary));
+        let form = match &req.shm {
+            Some(r) => {
+                let mut bytes = Vec::with_capacity(encoded_len(&t.data));
+                encode_into(&t.data, &mut bytes);
+                ctx.shm
+                    .write(&r.region, r.offset, r.byte_size, &bytes)
+                    .map_err(|e| ProtocolError::new(format!("output '{}': {e}", req.name)))?;
+                Form::Shm
+            }
+            None if req.binary => Form::Binary,
+            None => Form::Json,
+        };
+        chosen.push((t, form));
     }
     let header = Header {
         model_name: ctx.model,
@@ -67,16 +92,16 @@ pub fn encode(ctx: &Context<'_>, outputs: Vec<Tensor>, requested: &[OutputReques
         id: ctx.id,
         outputs: chosen
             .iter()
-            .map(|(t, binary)| OutputHeader {
+            .map(|(t, form)| OutputHeader {
                 name: &t.name,
                 datatype: t.datatype().as_str(),
                 shape: &t.shape,
-                parameters: binary.then(|| {
+                parameters: (*form == Form::Binary).then(|| {
                     let mut p = Map::new();
                     p.insert("binary_data_size".into(), Value::from(encoded_len(&t.data)));
                     p
                 }),
-                data: (!binary).then_some(TokenData(&t.data)),
+                data: (*form == Form::Json).then_some(TokenData(&t.data)),
             })
             .collect(),
     };
@@ -86,8 +111,8 @@ pub fn encode(ctx: &Context<'_>, outputs: Vec<Tensor>, requested: &[OutputReques
         .serialize(&mut serde_json::Serializer::with_formatter(&mut body, TritonFormatter))
         .map_err(|e| ProtocolError::new(format!("response encoding failed: {e}")))?;
     let json_len = body.len();
-    let any_binary = chosen.iter().any(|(_, b)| *b);
-    for (t, _) in chosen.iter().filter(|(_, b)| *b) {
+    let any_binary = chosen.iter().any(|(_, form)| *form == Form::Binary);
+    for (t, _) in chosen.iter().filter(|(_, form)| *form == Form::Binary) {
         encode_into(&t.data, &mut body);
     }
     Ok(Encoded { body, json_len: any_binary.then_some(json_len) })

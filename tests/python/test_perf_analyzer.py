@@ -8,6 +8,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import requests
 
 import models
 from conftest import ROOT, start_server
@@ -37,12 +38,12 @@ def identity_server(tmp_path_factory):
         yield s
 
 
-def run(script: Path, server, model: str, fmt: str, out: Path, stability: int = 50) -> list[dict]:
+def run(script: Path, server, model: str, fmt: str, out: Path, stability: int = 50, extra: tuple = ()) -> list[dict]:
     """A smoke run: a loose stability bound, since the windows are short and the machine is shared."""
     csv_path = out / f"{model}-{fmt}.csv"
     cmd = ["bash", str(script), "run", "-m", model, "-u", f"127.0.0.1:{server.port}", "-i", "http",
            "--concurrency-range", "1:2", "-p", "1000", "-s", str(stability), "-r", "5",
-           "--input-tensor-format", fmt, "--output-tensor-format", fmt, "-f", str(csv_path)]
+           "--input-tensor-format", fmt, "--output-tensor-format", fmt, "-f", str(csv_path), *extra]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, f"perf_analyzer exited {done.returncode}:\n{done.stdout[-3000:]}\n{done.stderr[-2000:]}"
     # "Server:" sections appear only because the server advertises statistics and perf_analyzer could parse them.
@@ -67,3 +68,16 @@ def test_identity_model(perf_analyzer, identity_server, tmp_path, fmt):
 def test_efficientnet_binary(perf_analyzer, server, tmp_path):
     rows = run(perf_analyzer, server, "efficientnet_lite0", "binary", tmp_path, stability=100)
     assert float(rows[0]["Inferences/Second"]) > 2
+
+
+def test_efficientnet_system_shared_memory(perf_analyzer, server, tmp_path):
+    """perf_analyzer --shared-memory system: it registers an input and an output region per tensor, sends requests
+    that only name them, and unregisters everything at the end."""
+    before = requests.get(f"{server.url}/v2/models/efficientnet_lite0/stats", timeout=10).json()
+    rows = run(perf_analyzer, server, "efficientnet_lite0", "binary", tmp_path, stability=100,
+               extra=("--shared-memory", "system"))
+    assert float(rows[0]["Inferences/Second"]) > 2
+    after = requests.get(f"{server.url}/v2/models/efficientnet_lite0/stats", timeout=10).json()
+    count = lambda stats: stats["model_stats"][0]["inference_stats"]["success"]["count"]  # noqa: E731
+    assert count(after) > count(before)
+    assert requests.get(f"{server.url}/v2/systemsharedmemory/status", timeout=10).json() == []

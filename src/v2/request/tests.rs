@@ -17,6 +17,11 @@ fn sig() -> Signature {
     }
 }
 
+/// Parses against `sig()` with shared memory switched off.
+fn parse_with(body: &[u8], json_len: Option<usize>, sig: &Signature, max_batch: usize) -> Result<InferRequest, ProtocolError> {
+    parse(body, json_len, &Target { sig, max_batch, shm: &Regions::new(false, 0) })
+}
+
 fn binary_body(header: serde_json::Value, tail: &[u8]) -> (Vec<u8>, usize) {
     let mut body = serde_json::to_vec(&header).unwrap();
     let n = body.len();
@@ -29,11 +34,11 @@ fn json_request_parses() {
     let body = json!({"id": "7", "inputs": [
         {"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [[1.0, 2.0]]},
         {"name": "b", "shape": [1, 1], "datatype": "BYTES", "data": ["hi"]}]});
-    let r = parse(&serde_json::to_vec(&body).unwrap(), None, &sig(), 4).unwrap();
+    let r = parse_with(&serde_json::to_vec(&body).unwrap(), None, &sig(), 4).unwrap();
     assert_eq!(r.id.as_deref(), Some("7"));
     assert_eq!(r.rows, 1);
     assert_eq!(r.inputs[0].data, TensorData::Fp32(vec![1.0, 2.0]));
-    assert_eq!(r.outputs, vec![OutputRequest { name: "y".into(), binary: false, classification: None }]);
+    assert_eq!(r.outputs, vec![OutputRequest { name: "y".into(), binary: false, classification: None, shm: None }]);
 }
 
 #[test]
@@ -49,10 +54,54 @@ fn binary_inputs_and_output_flags() {
             "outputs": [{"name": "y", "parameters": {"classification": 1}}]}),
         &tail,
     );
-    let r = parse(&body, Some(n), &sig(), 4).unwrap();
+    let r = parse_with(&body, Some(n), &sig(), 4).unwrap();
     assert_eq!(r.rows, 2);
     assert_eq!(r.inputs[1].data, TensorData::Bytes(vec![b"ok".to_vec(), vec![]]));
-    assert_eq!(r.outputs[0], OutputRequest { name: "y".into(), binary: true, classification: Some(1) });
+    assert_eq!(r.outputs[0], OutputRequest { name: "y".into(), binary: true, classification: Some(1), shm: None });
+}
+
+#[test]
+fn shared_memory_inputs_and_outputs() {
+    let values = [1.5f32, -2.0, 3.25, 4.0];
+    let mut contents = vec![0u8; 8];
+    contents.extend_from_slice(bytemuck::cast_slice(&values));
+    let obj = crate::shm::testing::Object::new("request", &contents);
+    let shm = Regions::new(true, 4);
+    shm.register("in", &obj.0, 8, 16).unwrap();
+    let target = Target { sig: &sig(), max_batch: 4, shm: &shm };
+    let input = |params: serde_json::Value| {
+        json!({"inputs": [{"name": "a", "shape": [2, 2], "datatype": "FP32", "parameters": params},
+                          {"name": "b", "shape": [2, 1], "datatype": "BYTES", "data": ["x", "y"]}],
+               "outputs": [{"name": "y", "parameters": {"shared_memory_region": "in", "shared_memory_byte_size": 16}}]})
+    };
+    let body = serde_json::to_vec(&input(json!({"shared_memory_region": "in", "shared_memory_byte_size": 16}))).unwrap();
+    let r = parse(&body, None, &target).unwrap();
+    assert_eq!(r.inputs[0].data, TensorData::Fp32(values.to_vec()));
+    assert_eq!(r.outputs[0].shm, Some(ShmRange { region: "in".into(), offset: 0, byte_size: 16 }));
+    // With an offset into the region: the last two values as one row.
+    let body = json!({"inputs": [
+        {"name": "a", "shape": [1, 2], "datatype": "FP32",
+         "parameters": {"shared_memory_region": "in", "shared_memory_byte_size": 8, "shared_memory_offset": 8}},
+        {"name": "b", "shape": [1, 1], "datatype": "BYTES", "data": ["x"]}]});
+    let r = parse(&serde_json::to_vec(&body).unwrap(), None, &target).unwrap();
+    assert_eq!(r.inputs[0].data, TensorData::Fp32(values[2..].to_vec()));
+
+    let cases = [
+        (json!({"shared_memory_region": "in"}), "shared_memory_region needs shared_memory_byte_size"),
+        (json!({"shared_memory_region": 3, "shared_memory_byte_size": 16}), "shared_memory_region must be a string"),
+        (json!({"shared_memory_region": "in", "shared_memory_byte_size": -1}), "shared_memory_byte_size must be a non-negative"),
+        (json!({"shared_memory_region": "gone", "shared_memory_byte_size": 16}), "unable to find system shared memory region: 'gone'"),
+        (json!({"shared_memory_region": "in", "shared_memory_byte_size": 12}), "shared memory data has 12 bytes but 4 elements"),
+        (json!({"shared_memory_region": "in", "shared_memory_byte_size": 16, "shared_memory_offset": 4}), "is outside shared memory region 'in' of 16 bytes"),
+        (json!({"shared_memory_region": "in", "shared_memory_byte_size": 16, "binary_data_size": 16}), "together with data or binary_data_size"),
+    ];
+    for (params, want) in cases {
+        let e = parse(&serde_json::to_vec(&input(params)).unwrap(), None, &target).unwrap_err();
+        assert!(e.0.contains(want) && e.0.starts_with("input 'a'"), "{e} lacks {want}");
+    }
+    let body = serde_json::to_vec(&input(json!({"shared_memory_region": "in", "shared_memory_byte_size": 16}))).unwrap();
+    let off = parse_with(&body, None, &sig(), 4).unwrap_err();
+    assert!(off.0.contains("system shared memory is disabled"), "{off}");
 }
 
 #[test]
@@ -64,7 +113,7 @@ fn errors_name_the_problem() {
         (json!({"inputs": [{"name": "a", "shape": [9, 2], "datatype": "FP32", "data": [1]}]}), "batch size 9 is outside 1..=4"),
         (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1]}]}), "holds 1 elements but the shape needs 2"),
         (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [1, 2]}]}), "input 'b' is missing"),
-        (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32"}]}), "neither data nor binary_data_size"),
+        (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32"}]}), "none of data, binary_data_size and shared_memory_region"),
         (json!({"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "parameters": {"binary_data_size": 8}}]}), "exceeds the 0 bytes left"),
         (json!({"inputs": []}), "input 'a' is missing"),
         (json!({"inputs": [
@@ -77,21 +126,21 @@ fn errors_name_the_problem() {
         (json!({"inputs": "nope"}), "request JSON is invalid"),
     ];
     for (body, expected) in cases {
-        let e = parse(&serde_json::to_vec(&body).unwrap(), None, &sig(), 4).unwrap_err();
+        let e = parse_with(&serde_json::to_vec(&body).unwrap(), None, &sig(), 4).unwrap_err();
         assert!(e.0.contains(expected), "expected {expected:?} in {:?}", e.0);
     }
-    let e = parse(b"{}", Some(99), &sig(), 4).unwrap_err();
+    let e = parse_with(b"{}", Some(99), &sig(), 4).unwrap_err();
     assert!(e.0.contains("Inference-Header-Content-Length is 99"), "{}", e.0);
 }
 
 #[test]
 fn raw_body_needs_one_fixed_input() {
     let one = Signature { inputs: vec![TensorSpec { name: "x".into(), datatype: DataType::Int32, dims: vec![2] }], outputs: vec![] };
-    let r = parse(&[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0], Some(0), &one, 8).unwrap();
+    let r = parse_with(&[1, 0, 0, 0, 2, 0, 0, 0, 3, 0, 0, 0, 4, 0, 0, 0], Some(0), &one, 8).unwrap();
     assert_eq!(r.rows, 2);
     assert_eq!(r.inputs[0].shape, vec![2, 2]);
-    assert!(parse(&[1, 0, 0], Some(0), &one, 8).is_err());
-    assert!(parse(&[0; 16], Some(0), &sig(), 8).unwrap_err().0.contains("exactly one input"));
+    assert!(parse_with(&[1, 0, 0], Some(0), &one, 8).is_err());
+    assert!(parse_with(&[0; 16], Some(0), &sig(), 8).unwrap_err().0.contains("exactly one input"));
 }
 
 proptest! {
@@ -103,12 +152,12 @@ proptest! {
         let (mut body, n) = binary_body(json!({"inputs": [
             {"name": "a", "shape": [rows, 2], "datatype": "FP32", "parameters": {"binary_data_size": size_a}},
             {"name": "b", "shape": [rows, 1], "datatype": "BYTES", "parameters": {"binary_data_size": size_b}}]}), &tail);
-        let _ = parse(&body, Some(n), &sig(), 4);
-        let _ = parse(&body, Some(split), &sig(), 4);
+        let _ = parse_with(&body, Some(n), &sig(), 4);
+        let _ = parse_with(&body, Some(split), &sig(), 4);
         body.truncate(split.min(body.len()));
-        let _ = parse(&body, Some(n), &sig(), 4);
-        let _ = parse(&body, None, &sig(), 4);
-        let _ = parse(&body, Some(0), &sig(), 4);
+        let _ = parse_with(&body, Some(n), &sig(), 4);
+        let _ = parse_with(&body, None, &sig(), 4);
+        let _ = parse_with(&body, Some(0), &sig(), 4);
     }
 }
 
@@ -116,23 +165,23 @@ proptest! {
 fn non_finite_tokens_and_bad_utf8() {
     let body = br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, -Infinity]},
         {"name": "b", "shape": [1, 1], "datatype": "BYTES", "data": ["NaN"]}]}"#;
-    let r = parse(body, None, &sig(), 4).unwrap();
+    let r = parse_with(body, None, &sig(), 4).unwrap();
     let TensorData::Fp32(a) = &r.inputs[0].data else { panic!() };
     assert!(a[0].is_nan() && a[1] == f32::NEG_INFINITY);
     assert_eq!(r.inputs[1].data, TensorData::Bytes(vec![b"NaN".to_vec()]));
     let bad = br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, "x"]}]}"#;
-    assert!(parse(bad, None, &sig(), 4).unwrap_err().0.contains("element 1 is a string, expected FP32"));
+    assert!(parse_with(bad, None, &sig(), 4).unwrap_err().0.contains("element 1 is a string, expected FP32"));
     // Tokens are numbers of float data only: not an id, not a key, not beside an out-of-range number.
     for bad in [
         &br#"{"id": NaN, "inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, 1]}]}"#[..],
         br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, 1]}], NaN: 1}"#,
         br#"{"inputs": [{"name": "a", "shape": [1, 2], "datatype": "FP32", "data": [NaN, 1e39]}]}"#,
     ] {
-        assert!(parse(bad, None, &sig(), 4).is_err(), "{}", String::from_utf8_lossy(bad));
+        assert!(parse_with(bad, None, &sig(), 4).is_err(), "{}", String::from_utf8_lossy(bad));
     }
     // Invalid UTF-8 is refused wherever it is, also inside a field the server does not read.
     let hidden = b"{\"comment\": \"\xff\", \"inputs\": [{\"name\": \"a\", \"shape\": [1, 2], \"datatype\": \"FP32\", \"data\": [1, 2]}]}";
-    assert!(parse(hidden, None, &sig(), 4).unwrap_err().0.contains("not valid UTF-8 (at byte 13)"));
+    assert!(parse_with(hidden, None, &sig(), 4).unwrap_err().0.contains("not valid UTF-8 (at byte 13)"));
 
     let mut tail = Vec::new();
     tail.extend_from_slice(bytemuck::cast_slice(&[1.0f32, 2.0]));
@@ -143,6 +192,6 @@ fn non_finite_tokens_and_bad_utf8() {
             {"name": "b", "shape": [1, 1], "datatype": "BYTES", "parameters": {"binary_data_size": 6}}]}),
         &tail,
     );
-    let e = parse(&body, Some(n), &sig(), 4).unwrap_err();
+    let e = parse_with(&body, Some(n), &sig(), 4).unwrap_err();
     assert!(e.0.contains("input 'b': BYTES element 0 is not valid UTF-8"), "{}", e.0);
 }

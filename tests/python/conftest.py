@@ -113,3 +113,30 @@ def corrupt_jpeg() -> bytes:
     """A real JPEG cut short: the header parses, the scan data ends early."""
     data = photo("rocket.jpg")
     return data[: len(data) // 3]
+
+
+def photo_tensor(name: str, model: str = "efficientnet_lite0"):
+    """What the image endpoint feeds `model` for one of the test photos: [1, 3, H, W] FP32, by convert/'s recipe."""
+    import numpy as np
+    from convert.preprocess import load_recipe, preprocess
+
+    recipe = load_recipe(REPO / model / "config.toml")
+    return preprocess(PHOTOS / name, recipe).astype(np.float32)
+
+
+@pytest.fixture(scope="session")
+def batch():
+    """coffee.png and chelsea.png as a [2, 3, 224, 224] batch."""
+    import numpy as np
+
+    return np.concatenate([photo_tensor("coffee.png"), photo_tensor("chelsea.png")])
+
+
+@pytest.fixture(scope="session")
+def reference(batch):
+    """The logits ONNX Runtime computes in-process for `batch`, to compare the server's with."""
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(REPO / "efficientnet_lite0" / "1" / "model.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    return session.run(["logits"], {"input": batch})[0]

@@ -15,7 +15,7 @@ import pytest
 import requests
 from PIL import Image
 
-from conftest import PHOTOS, ROOT, corrupt_jpeg, photo, start_server
+from conftest import PHOTOS, ROOT, corrupt_jpeg, photo, photo_tensor, start_server
 
 MODEL = "efficientnet_lite0"
 CATS = {"tabby", "tiger cat", "Egyptian cat"}
@@ -24,13 +24,6 @@ CATS = {"tabby", "tiger cat", "Egyptian cat"}
 def predict(server, body: bytes, content_type: str = "image/png", **params):
     return requests.post(f"{server.url}/v1/models/{MODEL}:predict", data=body,
                          headers={"Content-Type": content_type}, params=params, timeout=30)
-
-
-def reference_tensor(name: str) -> np.ndarray:
-    from convert.preprocess import load_recipe, preprocess
-
-    recipe = load_recipe(ROOT / "model-repo" / MODEL / "config.toml")
-    return preprocess(PHOTOS / name, recipe).astype(np.float32)
 
 
 @pytest.mark.parametrize("name,expected", [
@@ -102,7 +95,7 @@ def v2_infer(server, tensor: np.ndarray, **extra):
 def test_v2_infer_agrees_with_the_image_endpoint(server):
     labels = (ROOT / "model-repo" / MODEL / "labels.txt").read_text().splitlines()
     for name in ["chelsea.png", "coffee.png"]:
-        tensor = reference_tensor(name)
+        tensor = photo_tensor(name)
         r = v2_infer(server, tensor)
         assert r.status_code == 200, r.text
         out = r.json()["outputs"][0]
@@ -113,7 +106,7 @@ def test_v2_infer_agrees_with_the_image_endpoint(server):
 
 
 def test_v2_binary_and_gzip_and_classification(server):
-    tensor = np.concatenate([reference_tensor("coffee.png"), reference_tensor("chelsea.png")])
+    tensor = np.concatenate([photo_tensor("coffee.png"), photo_tensor("chelsea.png")])
     header = json.dumps({"inputs": [{"name": "input", "shape": [2, 3, 224, 224], "datatype": "FP32",
                                      "parameters": {"binary_data_size": tensor.nbytes}}],
                          "outputs": [{"name": "logits", "parameters": {"binary_data": True}}]}).encode()
@@ -128,7 +121,7 @@ def test_v2_binary_and_gzip_and_classification(server):
     assert list(np.argmax(logits, axis=1))[0] == 967
 
     body = gzip.compress(json.dumps({"inputs": [{"name": "input", "shape": [1, 3, 224, 224], "datatype": "FP32",
-                                                 "data": reference_tensor("coffee.png").flatten().tolist()}],
+                                                 "data": photo_tensor("coffee.png").flatten().tolist()}],
                                      "outputs": [{"name": "logits", "parameters": {"classification": 3}}]}).encode())
     r = requests.post(f"{server.url}/v2/models/{MODEL}/infer", data=body,
                       headers={"Content-Encoding": "gzip", "Content-Type": "application/json",

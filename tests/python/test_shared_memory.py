@@ -8,27 +8,14 @@ import os
 import uuid
 
 import numpy as np
-import onnxruntime
 import pytest
 import requests
 import tritonclient.http as httpclient
 import tritonclient.utils.shared_memory as shm
 from tritonclient.utils import InferenceServerException
 
-from conftest import ROOT, start_server
-from test_tritonclient import CAT_CLASSES, ESPRESSO, MODEL, host, photo_tensor
-
-
-@pytest.fixture(scope="module")
-def batch() -> np.ndarray:
-    return np.concatenate([photo_tensor("coffee.png"), photo_tensor("chelsea.png")])
-
-
-@pytest.fixture(scope="module")
-def reference(batch) -> np.ndarray:
-    session = onnxruntime.InferenceSession(str(ROOT / "model-repo" / MODEL / "1" / "model.onnx"),
-                                           providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"input": batch})[0]
+from conftest import start_server
+from test_tritonclient import CAT_CLASSES, ESPRESSO, MODEL, host
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ import zlib
 
 import ml_dtypes
 import numpy as np
-import onnxruntime
 import pytest
 import requests
 import tritonclient.http as httpclient
@@ -18,7 +17,7 @@ import tritonclient.http.aio as aioclient
 from tritonclient.utils import InferenceServerException, triton_to_np_dtype
 
 import models
-from conftest import PHOTOS, ROOT, start_server
+from conftest import start_server
 
 MODEL = "efficientnet_lite0"
 ESPRESSO = 967
@@ -27,26 +26,6 @@ CAT_CLASSES = {281, 282, 285}  # tabby, tiger cat, Egyptian cat
 
 def host(server) -> str:
     return server.url.removeprefix("http://")
-
-
-def photo_tensor(name: str) -> np.ndarray:
-    from convert.preprocess import load_recipe, preprocess
-
-    recipe = load_recipe(ROOT / "model-repo" / MODEL / "config.toml")
-    return preprocess(PHOTOS / name, recipe).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def batch() -> np.ndarray:
-    """coffee.png and chelsea.png as a [2, 3, 224, 224] batch."""
-    return np.concatenate([photo_tensor("coffee.png"), photo_tensor("chelsea.png")])
-
-
-@pytest.fixture(scope="module")
-def reference(batch) -> np.ndarray:
-    session = onnxruntime.InferenceSession(str(ROOT / "model-repo" / MODEL / "1" / "model.onnx"),
-                                           providers=["CPUExecutionProvider"])
-    return session.run(["logits"], {"input": batch})[0]
 
 
 @pytest.fixture(scope="module")

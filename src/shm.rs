@@ -2,16 +2,17 @@
 //! with `--shared-memory system`) puts tensors in a POSIX shared-memory object and registers it once; its requests
 //! then name a region instead of carrying the bytes, so a 600 KB image tensor no longer crosses the socket twice.
 //!
-//! The registry maps each region once at registration. Requests read and write through that mapping under the
-//! same contract as Triton's: the client does not touch a region while a request that names it is in flight.
-//! Every use checks that the object still holds the registered range, because touching a page past the end of a
-//! shrunk object would kill the process with SIGBUS instead of earning the client a 400.
+//! Regions are read and written with `pread`/`pwrite` on the object's file descriptor, not through a mapping: a
+//! client that shrinks its object while a request reads it would turn a mapped read into SIGBUS, which kills the
+//! process, whereas a short `pread` is an error like any other. The copy costs the same as one from a mapping,
+//! since it goes straight into the tensor's buffer. The descriptor is held from registration on, so a client that
+//! deletes and recreates its object must register it again, as with Triton.
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::{Arc, RwLock};
 
-use memmap2::{MmapOptions, MmapRaw};
 use serde::Serialize;
 
 #[derive(Debug, thiserror::Error, PartialEq)]
@@ -24,19 +25,24 @@ pub enum ShmError {
     NotFound(String),
     #[error("no more than {0} shared memory regions can be registered at once")]
     TooMany(usize),
+    #[error("a region name must be 1 to {MAX_NAME} bytes without control characters")]
+    BadName,
     #[error("shared memory key '{0}' is not a valid POSIX shared memory name")]
     BadKey(String),
     #[error("no shared memory object has the key '{0}'")]
     NoObject(String),
-    #[error("unable to open shared memory key '{key}': {reason}")]
+    #[error("unable to use shared memory key '{key}': {reason}")]
     Open { key: String, reason: String },
     #[error("shared memory key '{key}' holds {size} bytes, fewer than offset {offset} + byte_size {byte_size}")]
-    Short { key: String, size: u64, offset: usize, byte_size: usize },
+    Short { key: String, size: u64, offset: u64, byte_size: usize },
     #[error("{needed} bytes do not fit in the {capacity} bytes given in shared memory region '{region}'")]
     NoRoom { region: String, needed: usize, capacity: usize },
     #[error("offset {offset} + byte_size {byte_size} is outside shared memory region '{region}' of {region_size} bytes")]
     OutOfRange { region: String, offset: usize, byte_size: usize, region_size: usize },
 }
+
+/// Longest region name; longer ones would only grow the registry and the status answers.
+const MAX_NAME: usize = 256;
 
 /// A region as the status endpoint reports it (Triton's fields).
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -47,22 +53,44 @@ pub struct Status {
     pub byte_size: usize,
 }
 
-struct Region {
+/// One registered region: the object's descriptor and the range of it the client registered.
+pub struct Region {
     status: Status,
     file: File,
-    map: MmapRaw,
 }
 
 impl Region {
-    /// Checks a sub-range of the region and returns a pointer to its start.
-    fn range(&self, offset: usize, len: usize) -> Result<*mut u8, ShmError> {
+    /// Checks that `len` bytes from `offset` lie inside the region and still inside the object (a client may have
+    /// truncated it since), and returns their position in the object.
+    pub fn check(&self, offset: usize, len: usize) -> Result<u64, ShmError> {
         let s = &self.status;
         if offset.checked_add(len).is_none_or(|end| end > s.byte_size) {
             return Err(ShmError::OutOfRange { region: s.name.clone(), offset, byte_size: len, region_size: s.byte_size });
         }
-        check_size(&self.file, s)?;
-        // In bounds of the mapping: checked just above.
-        Ok(self.map.as_mut_ptr().wrapping_add(offset))
+        let at = (s.offset as u64).saturating_add(offset as u64);
+        check_size(&self.file, &s.key, at, len)?;
+        Ok(at)
+    }
+
+    /// Fills `buf` from `offset` in the region.
+    pub fn read_into(&self, offset: usize, buf: &mut [u8]) -> Result<(), ShmError> {
+        let at = self.check(offset, buf.len())?;
+        self.file.read_exact_at(buf, at).map_err(|_| self.shrunk(at, buf.len()))
+    }
+
+    /// Writes `bytes` at `offset` in the region; `capacity` is the room the request gave for them.
+    pub fn write(&self, offset: usize, capacity: usize, bytes: &[u8]) -> Result<(), ShmError> {
+        let at = self.check(offset, capacity)?;
+        if bytes.len() > capacity {
+            return Err(ShmError::NoRoom { region: self.status.name.clone(), needed: bytes.len(), capacity });
+        }
+        self.file.write_all_at(bytes, at).map_err(|e| ShmError::Open { key: self.status.key.clone(), reason: e.to_string() })
+    }
+
+    /// The error for a read cut short: the object shrank between the size check and the read.
+    fn shrunk(&self, at: u64, len: usize) -> ShmError {
+        let size = self.file.metadata().map(|m| m.len()).unwrap_or(0);
+        ShmError::Short { key: self.status.key.clone(), size, offset: at, byte_size: len }
     }
 }
 
@@ -82,7 +110,8 @@ impl Regions {
         self.enabled
     }
 
-    fn get(&self, name: &str) -> Result<Arc<Region>, ShmError> {
+    /// The region registered as `name`; it stays usable by the caller even if it is unregistered meanwhile.
+    pub fn get(&self, name: &str) -> Result<Arc<Region>, ShmError> {
         if !self.enabled {
             return Err(ShmError::Disabled);
         }
@@ -90,40 +119,34 @@ impl Regions {
         regions.get(name).cloned().ok_or_else(|| ShmError::NotFound(name.to_string()))
     }
 
-    /// Opens `key` and maps `byte_size` bytes of it from `offset` under `name`.
+    /// Opens `key` and registers `byte_size` bytes of it from `offset` as `name`.
     pub fn register(&self, name: &str, key: &str, offset: usize, byte_size: usize) -> Result<(), ShmError> {
         if !self.enabled {
             return Err(ShmError::Disabled);
         }
-        {
-            let regions = self.by_name.read().unwrap_or_else(|p| p.into_inner());
+        if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+            return Err(ShmError::BadName);
+        }
+        let vacancy = |regions: &HashMap<String, Arc<Region>>| {
             if regions.contains_key(name) {
-                return Err(ShmError::Exists(name.to_string()));
+                Err(ShmError::Exists(name.to_string()))
+            } else if regions.len() >= self.max {
+                Err(ShmError::TooMany(self.max))
+            } else {
+                Ok(())
             }
-            if regions.len() >= self.max {
-                return Err(ShmError::TooMany(self.max));
-            }
-        }
+        };
+        vacancy(&self.by_name.read().unwrap_or_else(|p| p.into_inner()))?;
         let file = open(key)?;
+        check_size(&file, key, offset as u64, byte_size)?;
         let status = Status { name: name.to_string(), key: key.to_string(), offset, byte_size };
-        check_size(&file, &status)?;
-        let open_err = |e: std::io::Error| ShmError::Open { key: key.to_string(), reason: e.to_string() };
-        // A mapping of length 0 is refused by mmap; an empty region still registers and fails only when used.
-        let map = MmapOptions::new().offset(offset as u64).len(byte_size.max(1)).map_raw(&file).map_err(open_err)?;
-        let region = Region { status, file, map };
         let mut regions = self.by_name.write().unwrap_or_else(|p| p.into_inner());
-        if regions.contains_key(name) {
-            return Err(ShmError::Exists(name.to_string()));
-        }
-        if regions.len() >= self.max {
-            return Err(ShmError::TooMany(self.max));
-        }
-        regions.insert(name.to_string(), Arc::new(region));
+        vacancy(&regions)?;
+        regions.insert(name.to_string(), Arc::new(Region { status, file }));
         Ok(())
     }
 
-    /// Unregisters one region, or all of them. An unknown name is not an error, as in Triton. Requests that are
-    /// reading a region keep its mapping alive until they finish.
+    /// Unregisters one region, or all of them. An unknown name is not an error, as in Triton.
     pub fn unregister(&self, name: Option<&str>) -> Result<(), ShmError> {
         if !self.enabled {
             return Err(ShmError::Disabled);
@@ -152,49 +175,37 @@ impl Regions {
         Ok(all)
     }
 
-    /// Runs `f` on `len` bytes of region `name` from `offset`.
-    pub fn read<T>(&self, name: &str, offset: usize, len: usize, f: impl FnOnce(&[u8]) -> T) -> Result<T, ShmError> {
-        let region = self.get(name)?;
-        let ptr = region.range(offset, len)?;
-        // SAFETY: the range lies inside the live mapping (checked by `range`, which `region` keeps mapped), and the
-        // client's side of the extension's contract is not to write it while the request is in flight.
-        let bytes = unsafe { std::slice::from_raw_parts(ptr.cast_const(), len) };
-        Ok(f(bytes))
-    }
-
-    /// Copies `bytes` into region `name` from `offset`; `capacity` is the room the request gave for them.
+    /// Writes `bytes` into region `name` from `offset`; `capacity` is the room the request gave for them.
     pub fn write(&self, name: &str, offset: usize, capacity: usize, bytes: &[u8]) -> Result<(), ShmError> {
-        let region = self.get(name)?;
-        let ptr = region.range(offset, capacity)?;
-        if bytes.len() > capacity {
-            return Err(ShmError::NoRoom { region: name.to_string(), needed: bytes.len(), capacity });
-        }
-        // SAFETY: as in `read`; the destination is the client's memory, which no Rust reference aliases.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr, bytes.len()) };
-        Ok(())
+        self.get(name)?.write(offset, capacity, bytes)
     }
 }
 
-/// The object covers the registered range (a client may have truncated it since it registered).
-fn check_size(file: &File, s: &Status) -> Result<(), ShmError> {
+/// The object holds at least `len` bytes from `at`.
+fn check_size(file: &File, key: &str, at: u64, len: usize) -> Result<(), ShmError> {
     let size = file.metadata().map(|m| m.len()).unwrap_or(0);
-    if size < (s.offset as u64).saturating_add(s.byte_size as u64) {
-        return Err(ShmError::Short { key: s.key.clone(), size, offset: s.offset, byte_size: s.byte_size });
+    if size < at.saturating_add(len as u64) {
+        return Err(ShmError::Short { key: key.to_string(), size, offset: at, byte_size: len });
     }
     Ok(())
 }
 
-/// `shm_open(key, O_RDWR)`: the object must exist already; the client creates and owns it.
+/// `shm_open(key, O_RDWR)`: the object must exist already, as a regular file; the client creates and owns it.
 fn open(key: &str) -> Result<File, ShmError> {
     let bare = key.trim_start_matches('/');
     if bare.is_empty() || bare.len() > 255 || bare.contains(['/', '\0']) || bare == "." || bare == ".." {
-        return Err(ShmError::BadKey(key.to_string()));
+        let shown: String = key.chars().take(64).collect();
+        return Err(ShmError::BadKey(if shown.len() < key.len() { format!("{shown}...") } else { shown }));
     }
     let fd = nix::sys::mman::shm_open(bare, nix::fcntl::OFlag::O_RDWR, nix::sys::stat::Mode::empty()).map_err(|e| match e {
         nix::errno::Errno::ENOENT => ShmError::NoObject(key.to_string()),
         _ => ShmError::Open { key: key.to_string(), reason: e.desc().to_string() },
     })?;
-    Ok(File::from(fd))
+    let file = File::from(fd);
+    if !file.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(ShmError::Open { key: key.to_string(), reason: "not a shared memory object".into() });
+    }
+    Ok(file)
 }
 
 /// Shared-memory objects for tests, created as a client would create them.
@@ -241,9 +252,13 @@ mod tests {
         let obj = Object::new("rw", &(0u8..=255).collect::<Vec<_>>());
         let regions = Regions::new(true, 4);
         regions.register("r", &obj.0, 16, 64).unwrap();
-        assert_eq!(regions.read("r", 4, 3, |b| b.to_vec()).unwrap(), vec![20, 21, 22]);
+        let read = |offset: usize, len: usize| {
+            let mut buf = vec![0; len];
+            regions.get("r").and_then(|r| r.read_into(offset, &mut buf)).map(|_| buf)
+        };
+        assert_eq!(read(4, 3).unwrap(), vec![20, 21, 22]);
         regions.write("r", 0, 8, &[9, 9]).unwrap();
-        assert_eq!(regions.read("r", 0, 3, |b| b.to_vec()).unwrap(), vec![9, 9, 18]);
+        assert_eq!(read(0, 3).unwrap(), vec![9, 9, 18]);
         assert_eq!(regions.status(None).unwrap(), vec![Status { name: "r".into(), key: obj.0.clone(), offset: 16, byte_size: 64 }]);
     }
 
@@ -252,8 +267,9 @@ mod tests {
         let obj = Object::new("range", &[0; 32]);
         let regions = Regions::new(true, 4);
         regions.register("r", &obj.0, 0, 32).unwrap();
-        assert!(matches!(regions.read("r", 30, 4, |_| ()), Err(ShmError::OutOfRange { .. })));
-        assert!(matches!(regions.read("r", usize::MAX, 2, |_| ()), Err(ShmError::OutOfRange { .. })));
+        let r = regions.get("r").unwrap();
+        assert!(matches!(r.read_into(30, &mut [0; 4]), Err(ShmError::OutOfRange { .. })));
+        assert!(matches!(r.read_into(usize::MAX, &mut [0; 2]), Err(ShmError::OutOfRange { .. })));
         assert!(matches!(regions.write("r", 0, 2, &[0; 3]), Err(ShmError::NoRoom { needed: 3, capacity: 2, .. })));
         assert!(matches!(regions.write("r", 16, 17, &[0; 3]), Err(ShmError::OutOfRange { .. })));
         assert!(matches!(regions.register("big", &obj.0, 0, 33), Err(ShmError::Short { .. })));
@@ -265,7 +281,9 @@ mod tests {
         let regions = Regions::new(true, 4);
         regions.register("r", &obj.0, 0, 8192).unwrap();
         obj.truncate(100);
-        assert!(matches!(regions.read("r", 4096, 16, |b| b[0]), Err(ShmError::Short { size: 100, .. })));
+        let r = regions.get("r").unwrap();
+        assert!(matches!(r.read_into(4096, &mut [0; 16]), Err(ShmError::Short { size: 100, .. })));
+        assert!(matches!(r.write(4096, 16, &[1; 16]), Err(ShmError::Short { size: 100, .. })));
     }
 
     #[test]
@@ -274,6 +292,9 @@ mod tests {
         let regions = Regions::new(true, 1);
         for bad in ["", "/", "a/b", "/..", "x\0y"] {
             assert_eq!(regions.register("r", bad, 0, 4), Err(ShmError::BadKey(bad.into())));
+        }
+        for bad in ["", "a\nb", &"n".repeat(MAX_NAME + 1)] {
+            assert_eq!(regions.register(bad, &obj.0, 0, 4), Err(ShmError::BadName));
         }
         assert_eq!(regions.register("r", "/oxinfer-test-absent", 0, 4), Err(ShmError::NoObject("/oxinfer-test-absent".into())));
         regions.register("r", &obj.0, 0, 16).unwrap();
@@ -286,6 +307,6 @@ mod tests {
 
         let off = Regions::new(false, 4);
         assert_eq!(off.register("r", &obj.0, 0, 16), Err(ShmError::Disabled));
-        assert_eq!(off.read("r", 0, 1, |_| ()), Err(ShmError::Disabled));
+        assert!(matches!(off.get("r"), Err(ShmError::Disabled)));
     }
 }

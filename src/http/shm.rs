@@ -12,17 +12,8 @@ use super::{body, AppState};
 struct RegisterBody {
     key: String,
     #[serde(default)]
-    offset: Option<serde_json::Number>,
-    byte_size: serde_json::Number,
-}
-
-/// A non-negative integer, also when written `779.0`: JSON does not tell the two apart, and JSON Schema's
-/// `integer` accepts both.
-fn whole_number(n: &serde_json::Number, field: &str) -> Result<usize, ApiError> {
-    n.as_u64()
-        .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0 && (0.0..u64::MAX as f64).contains(f)).map(|f| f as u64))
-        .and_then(|v| usize::try_from(v).ok())
-        .ok_or_else(|| ApiError::BadRequest(format!("{field} must be a non-negative integer, not {n}")))
+    offset: Option<serde_json::Value>,
+    byte_size: serde_json::Value,
 }
 
 #[derive(Deserialize)]
@@ -34,8 +25,11 @@ pub async fn register(req: HttpRequest, payload: web::Payload, state: web::Data<
     let bytes = body::read(&req, payload, &state.body_limits).await?;
     let reg: RegisterBody = serde_json::from_slice(&bytes)
         .map_err(|e| ApiError::BadRequest(format!("register body must be {{\"key\": string, \"offset\": integer, \"byte_size\": integer}}: {e}")))?;
-    let offset = reg.offset.as_ref().map_or(Ok(0), |n| whole_number(n, "offset"))?;
-    let byte_size = whole_number(&reg.byte_size, "byte_size")?;
+    let whole = |v: &serde_json::Value, field: &str| {
+        crate::v2::whole_number(v).ok_or_else(|| ApiError::BadRequest(format!("{field} must be a non-negative integer, not {v}")))
+    };
+    let offset = reg.offset.as_ref().filter(|v| !v.is_null()).map_or(Ok(0), |v| whole(v, "offset"))?;
+    let byte_size = whole(&reg.byte_size, "byte_size")?;
     let name = path.name.as_deref().unwrap_or_default();
     state.shm.register(name, &reg.key, offset, byte_size)?;
     tracing::info!(region = name, key = reg.key, offset, byte_size, "shared memory region registered");

@@ -179,6 +179,29 @@ impl TensorData {
         }
     }
 
+    /// The elements as raw bytes, where every bit pattern is a valid element and the machine's byte order is the
+    /// protocol's (little-endian): such a buffer can be filled straight from a file. `None` for BOOL and BYTES.
+    pub fn le_bytes_mut(&mut self) -> Option<&mut [u8]> {
+        if cfg!(target_endian = "big") {
+            return None;
+        }
+        Some(match self {
+            Self::Bool(_) | Self::Bytes(_) => return None,
+            Self::Uint8(v) => v.as_mut_slice(),
+            Self::Uint16(v) => bytemuck::cast_slice_mut(v),
+            Self::Uint32(v) => bytemuck::cast_slice_mut(v),
+            Self::Uint64(v) => bytemuck::cast_slice_mut(v),
+            Self::Int8(v) => bytemuck::cast_slice_mut(v),
+            Self::Int16(v) => bytemuck::cast_slice_mut(v),
+            Self::Int32(v) => bytemuck::cast_slice_mut(v),
+            Self::Int64(v) => bytemuck::cast_slice_mut(v),
+            Self::Fp16(v) => bytemuck::cast_slice_mut(v),
+            Self::Bf16(v) => bytemuck::cast_slice_mut(v),
+            Self::Fp32(v) => bytemuck::cast_slice_mut(v),
+            Self::Fp64(v) => bytemuck::cast_slice_mut(v),
+        })
+    }
+
     /// Appends `other` (same datatype) to `self`; used to stack requests along the batch axis.
     pub fn extend_from(&mut self, other: &TensorData) -> bool {
         macro_rules! ext {

@@ -170,10 +170,7 @@ fn parse_with_binary(json_part: &[u8], mut binary_part: &[u8], target: &Target) 
                 binary_part = rest;
                 raw_data(&input.name, "binary data", datatype, bytes, count)?
             }
-            (Some(r), None, None) => target
-                .shm
-                .read(&r.region, r.offset, r.byte_size, |bytes| raw_data(&input.name, "shared memory data", datatype, bytes, count))
-                .map_err(|e| ProtocolError::new(format!("input '{}': {e}", input.name)))??,
+            (Some(r), None, None) => shm_data(target.shm, &r, &input.name, datatype, count)?,
         };
         inputs.push(Tensor { name: input.name.clone(), shape: input.shape.clone(), data });
     }
@@ -200,6 +197,31 @@ fn raw_data(name: &str, source: &str, datatype: DataType, bytes: &[u8], count: u
     let data = binary::decode(datatype, bytes, count).map_err(|e| ProtocolError::new(format!("input '{name}': {source} {e}")))?;
     check_utf8(name, &data)?;
     Ok(data)
+}
+
+/// Reads an input's data from shared memory: straight into the tensor's buffer when its elements are plain
+/// little-endian numbers, otherwise through the binary decoder.
+fn shm_data(shm: &Regions, r: &ShmRange, name: &str, datatype: DataType, count: usize) -> Result<TensorData, ProtocolError> {
+    let shm_err = |e: crate::shm::ShmError| ProtocolError::new(format!("input '{name}': {e}"));
+    let region = shm.get(&r.region).map_err(shm_err)?;
+    // Before anything is allocated: the range must lie in the region, and the region in the object.
+    region.check(r.offset, r.byte_size).map_err(shm_err)?;
+    if let Some(size) = datatype.size() {
+        let needed = count.saturating_mul(size);
+        if needed != r.byte_size {
+            let e = binary::BinaryDataError::WrongSize { found: r.byte_size, expected: count, datatype, needed };
+            return Err(ProtocolError::new(format!("input '{name}': shared memory data {e}")));
+        }
+        // `count` is now bounded by bytes the object really holds.
+        let mut data = TensorData::zeros(datatype, count);
+        if let Some(buf) = data.le_bytes_mut() {
+            region.read_into(r.offset, buf).map_err(shm_err)?;
+            return Ok(data);
+        }
+    }
+    let mut bytes = vec![0u8; r.byte_size];
+    region.read_into(r.offset, &mut bytes).map_err(shm_err)?;
+    raw_data(name, "shared memory data", datatype, &bytes, count)
 }
 
 /// Reads an input's JSON `data`, with the number of NaN/Infinity markers it held; `tokens`: the body held such
@@ -298,9 +320,7 @@ fn shm_range(params: Option<&Map<String, Value>>, what: impl Fn() -> String) -> 
         match params.get(key) {
             None if !required => Ok(0),
             None => Err(ProtocolError::new(format!("{}: shared_memory_region needs {key}", what()))),
-            Some(v) => v
-                .as_u64()
-                .and_then(|n| usize::try_from(n).ok())
+            Some(v) => super::whole_number(v)
                 .ok_or_else(|| ProtocolError::new(format!("{}: {key} must be a non-negative integer", what()))),
         }
     };

@@ -125,3 +125,52 @@ def test_switched_off(batch):
         assert r.status_code == 400 and "disabled" in r.json()["error"]
         r = requests.post(f"{s.url}/v2/models/{MODEL}/infer", json=shm_request("x", batch.nbytes, 8000), timeout=10)
         assert r.status_code == 400 and "disabled" in r.json()["error"]
+
+
+def test_shrinking_during_requests_is_survived(server, batch):
+    """A client that truncates its objects while requests read the input and write the output: the requests get
+    200 or 400, and the server lives (reads and writes go through the descriptor, so there is no SIGBUS to take)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    client = httpclient.InferenceServerClient(host(server), network_timeout=120)
+    tag = uuid.uuid4().hex[:8]
+    row = batch[:1]
+    h_in = shm.create_shared_memory_region(f"in-{tag}", f"/oxinfer-in-{tag}", row.nbytes)
+    h_out = shm.create_shared_memory_region(f"out-{tag}", f"/oxinfer-out-{tag}", 4000)
+    shm.set_shared_memory_region(h_in, [row])
+    client.register_system_shared_memory(f"in-{tag}", f"/oxinfer-in-{tag}", row.nbytes)
+    client.register_system_shared_memory(f"out-{tag}", f"/oxinfer-out-{tag}", 4000)
+    body = shm_request(tag, row.nbytes, 4000)
+    body["inputs"][0]["shape"] = [1, 3, 224, 224]
+    stop = threading.Event()
+
+    def shrink() -> None:
+        fds = [os.open(f"/dev/shm/oxinfer-{side}-{tag}", os.O_RDWR) for side in ("in", "out")]
+        sizes = [row.nbytes, 4000]
+        while not stop.is_set():
+            for fd, size in zip(fds, sizes):
+                os.ftruncate(fd, 0)
+                os.ftruncate(fd, size)
+        for fd in fds:
+            os.close(fd)
+
+    def infer(_) -> int:
+        r = requests.post(f"{server.url}/v2/models/{MODEL}/infer", json=body, timeout=60)
+        assert r.status_code == 200 or (r.status_code == 400 and "shared memory" in r.json()["error"]), r.text
+        return r.status_code
+
+    shrinker = threading.Thread(target=shrink)
+    shrinker.start()
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            codes = list(pool.map(infer, range(200)))
+    finally:
+        stop.set()
+        shrinker.join()
+        client.unregister_system_shared_memory()
+        shm.destroy_shared_memory_region(h_in)
+        shm.destroy_shared_memory_region(h_out)
+        client.close()
+    assert server.proc.poll() is None, "the server died"
+    assert set(codes) <= {200, 400} and 400 in codes, codes

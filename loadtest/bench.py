@@ -1,10 +1,10 @@
 #!/usr/bin/env python3
 """Throughput benchmark of oxinfer against raw ONNX Runtime, on one machine, in one run.
 
-    .venv/bin/python loadtest/bench.py            # 8 to 11 minutes with the defaults
+    .venv/bin/python loadtest/bench.py            # about 12 minutes with the defaults
 
 Measures the in-process ceiling (examples/ceiling.rs: same model, same [execution] settings and threads), then the
-server over V2 JSON, V2 binary and the image endpoint at rising concurrency, batching on/off, one instance vs two,
+server over V2 JSON, V2 binary, V2 with shared memory and the image endpoint at rising concurrency, batching on/off, one instance vs two,
 resident memory idle and at saturation, and start-to-ready time. Writes CSV, JSON, a Markdown table and a PNG
 plot to loadtest/results/bench/. See loadtest/BENCH.md for what each number means.
 """

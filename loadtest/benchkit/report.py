@@ -77,9 +77,11 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
                         entry["p50_minus_ceiling_batch1_ms"] = r["p50_ms"] - ceil_b1["p50_ms"]
                     out[bucket][key] = entry
     out["paired"] = {}
-    for cfg, kind, conc in sorted({(p["config"], p["kind"], p["concurrency"]) for p in meta.get("paired", [])}):
-        sel = [p for p in meta["paired"] if (p["config"], p["kind"], p["concurrency"]) == (cfg, kind, conc)]
-        out["paired"][f"{cfg}/{sel[0]['protocol']}/{kind}/c{conc}"] = {
+    # One figure per (configuration, form, kind, concurrency): two forms often peak at the same concurrency.
+    for group in sorted({(p["config"], p["protocol"], p["kind"], p["concurrency"]) for p in meta.get("paired", [])}):
+        cfg, proto, kind, conc = group
+        sel = [p for p in meta["paired"] if (p["config"], p["protocol"], p["kind"], p["concurrency"]) == group]
+        out["paired"][f"{cfg}/{proto}/{kind}/c{conc}"] = {
             "concurrency": conc,
             "kind": kind,
             "ceiling": (f"{sel[0]['ceiling_instances']} instance(s), batch {sel[0]['ceiling_batch']}"

@@ -124,9 +124,6 @@ impl Regions {
         if !self.enabled {
             return Err(ShmError::Disabled);
         }
-        if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
-            return Err(ShmError::BadName);
-        }
         let vacancy = |regions: &HashMap<String, Arc<Region>>| {
             if regions.contains_key(name) {
                 Err(ShmError::Exists(name.to_string()))
@@ -139,6 +136,10 @@ impl Regions {
         vacancy(&self.by_name.read().unwrap_or_else(|p| p.into_inner()))?;
         let file = open(key)?;
         check_size(&file, key, offset as u64, byte_size)?;
+        // After the key: an object that does not exist is the first thing a client needs to hear about.
+        if name.is_empty() || name.len() > MAX_NAME || name.chars().any(char::is_control) {
+            return Err(ShmError::BadName);
+        }
         let status = Status { name: name.to_string(), key: key.to_string(), offset, byte_size };
         let mut regions = self.by_name.write().unwrap_or_else(|p| p.into_inner());
         vacancy(&regions)?;

@@ -35,9 +35,10 @@ pub async fn index(req: HttpRequest, payload: web::Payload, state: web::Data<App
     Ok(HttpResponse::Ok().json(entries))
 }
 
-/// An optional JSON object body: empty is allowed (clients send none), anything else must be an object.
+/// An optional JSON object body: empty is allowed (clients send none), anything else must be an object (a body of
+/// whitespace alone is not JSON, and Triton refuses it too).
 fn object_body(bytes: &[u8], what: &str) -> Result<Option<Map<String, Value>>, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    if bytes.is_empty() {
         return Ok(None);
     }
     match serde_json::from_slice::<Value>(bytes) {

@@ -18,9 +18,9 @@ struct Args {
     /// Model folder holding config.toml and numeric version folders.
     #[arg(long, default_value = "model-repo/efficientnet_lite0")]
     model_dir: PathBuf,
-    /// Path to libonnxruntime.so.<version> (empty: ORT_DYLIB_PATH).
-    #[arg(long, default_value = "")]
-    ort_library: PathBuf,
+    /// Path to libonnxruntime.so.<version> (absent: ORT_DYLIB_PATH).
+    #[arg(long)]
+    ort_library: Option<PathBuf>,
     /// Seconds of timed runs per batch size.
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
@@ -38,14 +38,14 @@ struct Args {
     #[arg(long, default_value_t = 0.0)]
     gap_ms: f64,
     /// One row of the first input as raw little-endian FP32 (what `oxinfer preprocess` writes), repeated for every
-    /// row of a batch, so the ceiling computes on the same numbers as the server. Empty: deterministic noise.
-    #[arg(long, default_value = "")]
-    tensor: PathBuf,
+    /// row of a batch, so the ceiling computes on the same numbers as the server. Absent: deterministic noise.
+    #[arg(long)]
+    tensor: Option<PathBuf>,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    oxinfer::runtime::init(&args.ort_library)?;
+    oxinfer::runtime::init(args.ort_library.as_deref().unwrap_or(Path::new("")))?;
     let config = ModelConfig::load(&args.model_dir)?;
     let (version, model) = oxinfer::repository::scan::versions(&args.model_dir)
         .into_iter()
@@ -77,8 +77,8 @@ fn main() -> anyhow::Result<()> {
 
     for &batch in &args.batches {
         let mut feed = make_inputs(&inputs, batch);
-        if !args.tensor.as_os_str().is_empty() {
-            use_tensor(&mut feed, &args.tensor)?;
+        if let Some(path) = &args.tensor {
+            use_tensor(&mut feed, path)?;
         }
         let gap = Duration::from_secs_f64(args.gap_ms / 1e3);
         let line = measure(&mut sessions, &feed, batch, Duration::from_secs_f64(args.seconds), gap)?;

@@ -208,7 +208,11 @@ def main() -> int:
                 # state: on a virtual machine that switches between a fast and a slow state, it is a different size
                 # from one minute to the next.)
                 layout = int(changes.get(("instance_group", "count"), shipped_instances))
-                peak = max(sel, key=lambda r: r["images_per_s"])
+                # At a concurrency no higher than the instance count, every instance sits idle while its client
+                # reads the answer and sends the next request: a closed loop there cannot saturate the server, so
+                # it is not where the saturation ratio is taken, even when the machine's state made it the peak.
+                busy = [r for r in sel if r["concurrency"] > layout] or sel
+                peak = max(busy, key=lambda r: r["images_per_s"])
                 same_batch = {"batch": max(1, round(peak["mean_batch"])), "instances": layout}
                 plan.append(("saturation", proto, peak["concurrency"], same_batch))
                 # Latency at concurrency 1 is about the network path, so it is paired for the body-carrying form.

@@ -103,7 +103,8 @@ def pairs(label: str, kind: str, repo: Path, payload: client.Payload, conc: int,
 
         def run_ceiling() -> dict:
             return quiet.measure(lambda: proc.ceiling(args.pair_seconds, [ceiling_of["batch"]], args.tensor_file,
-                                                      instances=ceiling_of["instances"])[0])
+                                                      instances=ceiling_of["instances"],
+                                                      threads=ceiling_of.get("threads", 0))[0])
 
         def run_server() -> dict:
             return quiet.measure(lambda: sweep.point(server, payload, conc, 0.5, args.pair_seconds))
@@ -117,12 +118,13 @@ def pairs(label: str, kind: str, repo: Path, payload: client.Payload, conc: int,
             ratio = s["images_per_s"] / c["images_per_s"]
             out.append({"config": label, "protocol": payload.protocol, "concurrency": conc, "pair": i,
                         "kind": kind,
-                        "ceiling_instances": c["instances"], "ceiling_batch": c["batch"],
+                        "ceiling_instances": c["instances"], "ceiling_threads": c["threads_per_instance"],
+                        "ceiling_batch": c["batch"],
                         "ceiling_images_per_s": c["images_per_s"], "server_images_per_s": s["images_per_s"],
                         "ratio": ratio, "ceiling_p50_ms": c["p50_ms"], "server_p50_ms": s["p50_ms"],
                         "server_p99_ms": s["p99_ms"], "server_cores": s["server_cores"], "http_cores": s["http_cores"],
                         "client_cores": s["client_cores"], "other_cores": max(c["other_cores"], s["other_cores"])})
-            log(f"pair {i} {label} c={conc}: ceiling x{c['instances']} batch {c['batch']} {c['images_per_s']:.1f} img/s "
+            log(f"pair {i} {label} c={conc}: ceiling {c['instances']}x{c['threads_per_instance']} batch {c['batch']} {c['images_per_s']:.1f} img/s "
                 f"p50 {c['p50_ms']:.2f} ms; server {s['images_per_s']:.1f} img/s p50 {s['p50_ms']:.2f} ms; ratio {ratio:.3f}")
     finally:
         server.stop()
@@ -176,6 +178,9 @@ def main() -> int:
         "batching_on": ({}, args.protocols),
         "batching_off": ({("dynamic_batching", "enabled"): "false"}, args.variant_protocols),
         "instances_2": ({("instance_group", "count"): "2"}, args.variant_protocols),
+        # One ONNX Runtime thread, so the second CPU is left to the HTTP threads and the client: what the server
+        # adds when it does not have to take its CPU from ONNX Runtime's (a pod whose quota exceeds its threads).
+        "threads_1": ({("execution", "intra_op_threads"): "1"}, args.variant_protocols),
     }
     for label, (changes, protocols) in variants.items():
         repo = proc.variant_repo(changes)
@@ -213,7 +218,8 @@ def main() -> int:
                 # it is not where the saturation ratio is taken, even when the machine's state made it the peak.
                 busy = [r for r in sel if r["concurrency"] > layout] or sel
                 peak = max(busy, key=lambda r: r["images_per_s"])
-                same_batch = {"batch": max(1, round(peak["mean_batch"])), "instances": layout}
+                threads = int(changes.get(("execution", "intra_op_threads"), 0))
+                same_batch = {"batch": max(1, round(peak["mean_batch"])), "instances": layout, "threads": threads}
                 plan.append(("saturation", proto, peak["concurrency"], same_batch))
                 # Latency at concurrency 1 is about the network path, so it is paired for the body-carrying form.
                 if label == "batching_on" and proto == "v2_binary" and 1 in args.concurrency:

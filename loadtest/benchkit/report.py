@@ -84,7 +84,8 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
         out["paired"][f"{cfg}/{proto}/{kind}/c{conc}"] = {
             "concurrency": conc,
             "kind": kind,
-            "ceiling": (f"{sel[0]['ceiling_instances']} instance(s), batch {sel[0]['ceiling_batch']}"
+            "ceiling": (f"{sel[0]['ceiling_instances']} instance(s) x {sel[0].get('ceiling_threads', '?')} thread(s), "
+                        f"batch {sel[0]['ceiling_batch']}"
                         + ("" if kind == "latency" else ", the server's mean batch at this point")),
             "ratio_median": statistics.median(p["ratio"] for p in sel),
             "ratios": [round(p["ratio"], 3) for p in sel],
@@ -186,9 +187,9 @@ def plot(path: Path, ceiling: list[dict], rows: list[dict], d: dict) -> None:
     import matplotlib.pyplot as plt
 
     fig, (ax_t, ax_l) = plt.subplots(1, 2, figsize=(13, 6.2))
-    styles = {"batching_on": "-", "batching_off": "--", "instances_2": ":"}
+    styles = {"batching_on": "-", "batching_off": "--", "instances_2": ":", "threads_1": (0, (3, 1, 1, 1, 1, 1))}
     colors = {"v2_json": "tab:orange", "v2_binary": "tab:blue", "v2_shm": "tab:purple", "image": "tab:green"}
-    for cfg in ("batching_on", "batching_off", "instances_2"):
+    for cfg in styles:
         for proto in colors:
             sel = sorted(_find(rows, config=cfg, protocol=proto), key=lambda r: r["concurrency"])
             if not sel:

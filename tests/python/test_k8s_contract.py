@@ -276,7 +276,7 @@ def test_prestop_and_drain_fit_the_grace_period(objects):
 
 
 def test_sigterm_drains_in_flight_requests_within_shutdown_timeout(objects, tmp_path):
-    """A real server under a slow request: SIGTERM turns readiness off at once, the request still completes,
+    """A real server under a slow request: SIGTERM turns readiness off within 0.1 s, the request still completes,
     and the process exits well within shutdown_timeout_secs (so within the pod's grace period)."""
     _, shutdown, _ = drain_budget(objects)
     config = tomllib.loads(config_text(objects))
@@ -304,17 +304,23 @@ def test_sigterm_drains_in_flight_requests_within_shutdown_timeout(objects, tmp_
 
         t_sig = time.monotonic()
         s.proc.send_signal(signal.SIGTERM)
-        readiness = []
+        readiness = []  # (seconds after the signal the probe was sent, answer)
         while worker.is_alive() and time.monotonic() - t_sig < shutdown:
+            sent = time.monotonic() - t_sig
             try:
-                readiness.append(requests.get(s.url + "/v2/health/ready", timeout=2).status_code)
+                readiness.append((sent, requests.get(s.url + "/v2/health/ready", timeout=2).status_code))
             except requests.ConnectionError:
-                readiness.append("refused")
+                readiness.append((sent, "refused"))
             except requests.Timeout:
-                readiness.append("timeout")
+                readiness.append((sent, "timeout"))
             time.sleep(0.02)
         worker.join(timeout=shutdown + 10)
-        assert 200 not in readiness, f"readiness answered 200 after SIGTERM: {readiness}"
+        # The signal is handled by a task of its own, so a probe sent in the same instant can still be answered
+        # before it runs; a kubelet probing every few seconds must see readiness off from 0.1 s on, and for good.
+        off = [i for i, (_, answer) in enumerate(readiness) if answer != 200]
+        assert off, f"readiness never turned off after SIGTERM: {readiness}"
+        late_200 = [(t, a) for i, (t, a) in enumerate(readiness) if a == 200 and (t > 0.1 or i > off[0])]
+        assert not late_200, f"readiness answered 200 after SIGTERM: {readiness}"
         assert result.get("status") == 200, f"the in-flight request did not complete: {result}"
         assert len(result["body"]["predictions"]) == images
         s.proc.wait(timeout=shutdown + 5)

@@ -84,7 +84,7 @@ def derive(ceiling: list[dict], rows: list[dict], meta: dict) -> dict:
         out["paired"][f"{cfg}/{proto}/{kind}/c{conc}"] = {
             "concurrency": conc,
             "kind": kind,
-            "ceiling": (f"{sel[0]['ceiling_instances']} instance(s) x {sel[0].get('ceiling_threads', '?')} thread(s), "
+            "ceiling": (f"{sel[0]['ceiling_instances']} instance(s) x {sel[0]['ceiling_threads']} thread(s), "
                         f"batch {sel[0]['ceiling_batch']}"
                         + ("" if kind == "latency" else ", the server's mean batch at this point")),
             "ratio_median": statistics.median(p["ratio"] for p in sel),
